@@ -1,0 +1,1 @@
+"""Alert routing to Slack and PagerDuty through the providers' hooks and notifiers."""

@@ -1,0 +1,71 @@
+"""PagerDuty Events API v2 through the provider's hook, with a configurable endpoint.
+
+The provider's ``PagerdutyEventsHook`` always posts to events.pagerduty.com. Teams
+on PagerDuty's EU service region, or behind an egress proxy, need another
+endpoint, so the connection's extra may carry:
+
+- ``events_url``: base URL of the Events API (default ``https://events.pagerduty.com``);
+- ``ca_bundle``: a CA file to verify it with (for a TLS-inspecting proxy).
+
+Retries on 429 and 5xx, with exponential backoff, come from the ``pagerduty``
+client (the Events API's documented retry policy).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pagerduty
+from airflow.providers.pagerduty.hooks.pagerduty_events import PagerdutyEventsHook, prepare_event_data
+from airflow.providers.pagerduty.notifications.pagerduty import PagerdutyNotifier
+
+DEFAULT_EVENTS_URL = "https://events.pagerduty.com"
+SEVERITIES = ("critical", "error", "warning", "info")
+SUMMARY_LIMIT = 1024
+
+
+def _backoff_seconds() -> float:
+    return float(os.environ.get("MLOPS_ALERT_RETRY_BASE_SECONDS", "1.5"))
+
+
+class PagerDutyEventsHook(PagerdutyEventsHook):
+    """``PagerdutyEventsHook`` that honours ``events_url`` and ``ca_bundle`` in the connection extra."""
+
+    def __init__(self, pagerduty_events_conn_id: str, **kwargs: Any) -> None:
+        super().__init__(pagerduty_events_conn_id=pagerduty_events_conn_id, **kwargs)
+        extra = self.get_connection(pagerduty_events_conn_id).extra_dejson
+        self.events_url = extra.get("events_url") or DEFAULT_EVENTS_URL
+        self.ca_bundle = extra.get("ca_bundle") or True
+
+    def client(self) -> pagerduty.EventsApiV2Client:
+        client = pagerduty.EventsApiV2Client(
+            self.integration_key, base_url=self.events_url.rstrip("/"), verify=self.ca_bundle
+        )
+        client.sleep_timer = _backoff_seconds()
+        client.retry[429] = 5  # bounded: an alert that cannot be delivered must not hang the task forever
+        client.retry[500] = 3
+        return client
+
+    def send_event(self, summary: str, severity: str, **kwargs: Any) -> str:  # type: ignore[override]
+        """Send a trigger/acknowledge/resolve event; returns the dedup key PagerDuty answered."""
+        data = prepare_event_data(summary=summary[:SUMMARY_LIMIT], severity=severity, **kwargs)
+        return self.client().send_event(**data)
+
+    def create_change_event(  # type: ignore[override]
+        self, summary: str, source: str = "airflow", custom_details: Any | None = None, links: Any = None,
+        **_: Any,
+    ) -> Any:
+        """Send a change event (e.g. a promotion) to the Change Events API."""
+        payload: dict[str, Any] = {"summary": summary[:SUMMARY_LIMIT], "source": source}
+        if custom_details is not None:
+            payload["custom_details"] = custom_details
+        return self.client().send_change_event(payload=payload, links=links)
+
+
+class PagerDutyNotifier(PagerdutyNotifier):
+    """The provider's ``PagerdutyNotifier`` sending through :class:`PagerDutyEventsHook`."""
+
+    @property
+    def hook(self) -> PagerDutyEventsHook:  # type: ignore[override]
+        return PagerDutyEventsHook(pagerduty_events_conn_id=self.pagerduty_events_conn_id)

@@ -1,0 +1,92 @@
+"""One place that decides where an alert goes: Slack, PagerDuty, or the task log.
+
+A channel whose connection is not configured is not an error: the alert is
+written to the log instead (the laptop default). A channel that fails is logged
+and reported as undelivered; it never raises into the caller, so an alerting
+outage can never mask the failure being reported.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow.exceptions import AirflowNotFoundException
+from airflow.sdk import BaseHook
+
+from mlops.alerting.pagerduty import SEVERITIES, PagerDutyEventsHook
+from mlops.alerting.slack import message_blocks, slack_notifier
+from mlops.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def _configured(conn_id: str) -> bool:
+    try:
+        BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return False
+    return True
+
+
+@dataclass
+class AlertRouter:
+    """Delivers alerts; every method returns True when the message reached its service."""
+
+    settings: Settings = field(default_factory=get_settings)
+
+    def slack(self, title: str, sections: list[str], context: list[str] | None = None,
+              ctx: dict[str, Any] | None = None) -> bool:
+        """Post a Block Kit message; ``title`` doubles as the notification text."""
+        conn_id = self.settings.slack_conn_id
+        if not _configured(conn_id):
+            log.warning("[alert:slack:not-configured] %s | %s", title, " | ".join(sections))
+            return False
+        try:
+            slack_notifier(conn_id, title, message_blocks(title, sections, context)).notify(ctx or {})
+        except Exception:
+            log.exception("Slack alert could not be delivered (connection %s): %s", conn_id, title)
+            return False
+        return True
+
+    def pagerduty(self, *, action: str, dedup_key: str, summary: str = "", severity: str = "error",
+                  source: str = "airflow", custom_details: Any = None, links: list[dict[str, str]] | None = None,
+                  component: str | None = None, group: str | None = None) -> bool:
+        """Send an Events API v2 trigger or resolve with a stable ``dedup_key``."""
+        if severity not in SEVERITIES:
+            raise ValueError(f"severity: must be one of {SEVERITIES}, got {severity!r}")
+        conn_id = self.settings.pagerduty_conn_id
+        if not _configured(conn_id):
+            log.warning("[alert:pagerduty:not-configured] %s %s %s: %s", action, severity, dedup_key, summary)
+            return False
+        try:
+            hook = PagerDutyEventsHook(pagerduty_events_conn_id=conn_id)
+            if action == "trigger":
+                hook.send_event(summary=summary, severity=severity, source=source, action=action,
+                                dedup_key=dedup_key, custom_details=custom_details, links=links,
+                                component=component, group=group)
+            else:
+                # resolve/acknowledge carry only the key; prepare_event_data still wants a summary.
+                hook.send_event(summary=summary or dedup_key, severity=severity, source=source,
+                                action=action, dedup_key=dedup_key)
+        except Exception:
+            log.exception("PagerDuty %s could not be delivered (connection %s): %s", action, conn_id, dedup_key)
+            return False
+        return True
+
+    def pagerduty_change(self, summary: str, custom_details: Any = None,
+                         links: list[dict[str, str]] | None = None, source: str = "airflow") -> bool:
+        """Send a change event (deployments, promotions, rollbacks)."""
+        conn_id = self.settings.pagerduty_conn_id
+        if not _configured(conn_id):
+            log.warning("[alert:pagerduty-change:not-configured] %s", summary)
+            return False
+        try:
+            PagerDutyEventsHook(pagerduty_events_conn_id=conn_id).create_change_event(
+                summary=summary, source=source, custom_details=custom_details, links=links
+            )
+        except Exception:
+            log.exception("PagerDuty change event could not be delivered: %s", summary)
+            return False
+        return True

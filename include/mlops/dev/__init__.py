@@ -1,0 +1,1 @@
+"""Local development stack: dev connections and the `make run` launcher."""

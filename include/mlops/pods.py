@@ -1,0 +1,205 @@
+"""The project's single wrapper around KubernetesPodOperator.
+
+DAGs pass an image, arguments and a named compute profile; every platform
+default lives here, each with the reason it is set. Values that come from the
+run (profile, GPU count, model) may be Jinja templates: they are resolved when
+the task runs, together with the settings (namespace, connection, timeouts).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.providers.cncf.kubernetes.secret import Secret
+from airflow.providers.cncf.kubernetes.utils.pod_manager import OnFinishAction
+from airflow.sdk.exceptions import AirflowFailException
+from kubernetes.client import models as k8s
+
+from mlops.compute_profiles import get_profile
+from mlops.pod_failures import classify_pod_failure
+from mlops.settings import get_settings
+
+RUN_UID = 10001
+_LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]")
+
+# Restricted Pod Security Standard, pod level.
+POD_SECURITY_CONTEXT = k8s.V1PodSecurityContext(
+    run_as_non_root=True,
+    run_as_user=RUN_UID,
+    run_as_group=RUN_UID,
+    fs_group=RUN_UID,
+    seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+)
+# Restricted Pod Security Standard, container level; the root filesystem is read-only,
+# so /tmp and /scratch are emptyDir volumes.
+CONTAINER_SECURITY_CONTEXT = k8s.V1SecurityContext(
+    run_as_non_root=True,
+    allow_privilege_escalation=False,
+    read_only_root_filesystem=True,
+    capabilities=k8s.V1Capabilities(drop=["ALL"]),
+    seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+)
+
+
+def label_value(value: object) -> str:
+    """Sanitise any value into a valid Kubernetes label value (<= 63 chars, alphanumeric ends)."""
+    text = _LABEL_VALUE.sub("-", str(value))[:63].strip("-_.")
+    return text or "none"
+
+
+def _scratch_volumes(scratch_size: str) -> tuple[list[k8s.V1Volume], list[k8s.V1VolumeMount]]:
+    volumes = [
+        k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="1Gi")),
+        k8s.V1Volume(name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=scratch_size)),
+    ]
+    mounts = [
+        k8s.V1VolumeMount(name="tmp", mount_path="/tmp"),  # noqa: S108 - an emptyDir, not the host's /tmp
+        k8s.V1VolumeMount(name="scratch", mount_path="/scratch"),
+    ]
+    return volumes, mounts
+
+
+class PlatformPodOperator(KubernetesPodOperator):
+    """KubernetesPodOperator with the platform's defaults.
+
+    :param compute_profile: a profile name from ``mlops.compute_profiles`` (may be templated).
+    :param gpus: GPU count; ``None`` takes the profile's default (may be templated).
+    :param model_name: labels the pod with the model it works on (may be templated).
+    :param secret_env: ``{ENV_NAME: (secret_name, key)}``; credentials only ever come from Secrets.
+    :param keep_failed_pod: keep a failed pod for debugging; ``None`` reads ``MLOPS_KEEP_FAILED_PODS``.
+    :param retry_application_failures: also retry a non-zero exit of the container. By default only
+        infrastructure failures (eviction, preemption, lost node, image pull) spend retries.
+    """
+
+    template_fields: Sequence[str] = (
+        *KubernetesPodOperator.template_fields,
+        "compute_profile",
+        "gpus",
+        "model_name",
+        "active_deadline_seconds",
+        "retry_application_failures",
+    )
+
+    def __init__(
+        self,
+        *,
+        image: str,
+        arguments: list[str] | None = None,
+        compute_profile: str = "cpu",
+        gpus: int | str | None = None,
+        model_name: str | None = None,
+        env_vars: Mapping[str, str] | None = None,
+        secret_env: Mapping[str, tuple[str, str]] | None = None,
+        service_account_name: str | None = None,
+        namespace: str | None = None,
+        keep_failed_pod: bool | None = None,
+        retry_application_failures: bool | str = False,
+        scratch_size: str = "50Gi",
+        labels: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        volumes, mounts = _scratch_volumes(scratch_size)
+        env = {
+            "AIRFLOW_DAG_ID": "{{ dag.dag_id }}",
+            "AIRFLOW_TASK_ID": "{{ task.task_id }}",
+            "AIRFLOW_RUN_ID": "{{ run_id }}",
+            "AIRFLOW_TRY_NUMBER": "{{ ti.try_number }}",
+            "AIRFLOW_TS": "{{ ts }}",
+            **(env_vars or {}),
+        }
+        secrets = [Secret("env", name, secret, key) for name, (secret, key) in (secret_env or {}).items()]
+        kwargs.setdefault("name", kwargs.get("task_id", "task").replace("_", "-"))
+        super().__init__(
+            image=image,
+            arguments=arguments,
+            env_vars=env,
+            secrets=secrets,
+            namespace=namespace,
+            labels={"app.kubernetes.io/managed-by": "airflow", "app.kubernetes.io/part-of": "mlops",
+                    **(labels or {})},
+            service_account_name=service_account_name,
+            # Pod settings that must hold for every workload:
+            security_context=POD_SECURITY_CONTEXT,
+            container_security_context=CONTAINER_SECURITY_CONTEXT,
+            volumes=volumes,
+            volume_mounts=mounts,
+            automount_service_account_token=False,  # workloads do not call the Kubernetes API
+            # The container's last log lines become its termination message, so the reason
+            # for a crash reaches the task log even when the log stream was cut.
+            termination_message_policy="FallbackToLogsOnError",
+            # No pod outlives its task: deleted when it finishes (see keep_failed_pod) and when
+            # the task is killed from the UI, cleared or timed out.
+            on_finish_action=OnFinishAction.DELETE_POD.value,
+            on_kill_action="delete_pod",
+            get_logs=True,  # stream the container's log into the task log
+            log_events_on_failure=True,  # scheduling / pull / eviction events explain infra failures
+            reattach_on_restart=True,  # a restarted worker adopts the running pod instead of starting a second one
+            **kwargs,
+        )
+        self.compute_profile = compute_profile
+        self.gpus = gpus
+        self.model_name = model_name
+        self.keep_failed_pod = keep_failed_pod
+        self.retry_application_failures = retry_application_failures
+        self._final_pod: k8s.V1Pod | None = None
+        self._resolved = False
+
+    # -- run-time resolution ---------------------------------------------------------------
+    def _resolve_runtime(self) -> None:
+        """Apply settings and the (rendered) compute profile. Idempotent."""
+        if self._resolved:
+            return
+        settings = get_settings()
+        if not self.namespace:
+            self.namespace = settings.training_namespace
+        if not self.kubernetes_conn_id:
+            self.kubernetes_conn_id = settings.kubernetes_conn_id
+        if not self.service_account_name:
+            self.service_account_name = settings.training_service_account
+        self.startup_timeout_seconds = settings.pod_startup_timeout_seconds
+        self.startup_check_interval_seconds = settings.pod_poll_interval_seconds
+        self.poll_interval = settings.pod_poll_interval_seconds
+        keep = settings.keep_failed_pods if self.keep_failed_pod is None else self.keep_failed_pod
+        # Keeping a failed pod is for debugging; a succeeded one is always deleted.
+        self.on_finish_action = OnFinishAction.DELETE_SUCCEEDED_POD if keep else OnFinishAction.DELETE_POD
+
+        profile = get_profile(str(self.compute_profile))
+        gpus = None if self.gpus in (None, "", "None") else int(self.gpus)
+        self.container_resources = profile.resources(gpus)
+        self.node_selector = dict(profile.node_selector)
+        self.tolerations = profile.k8s_tolerations()
+        self.affinity = profile.k8s_affinity() or k8s.V1Affinity()
+        self.priority_class_name = profile.priority_class
+        self.labels.update({"mlops.io/compute-profile": profile.name})
+        if self.model_name:
+            self.labels["mlops.io/model"] = label_value(self.model_name)
+        if isinstance(self.retry_application_failures, str):
+            self.retry_application_failures = self.retry_application_failures.strip().lower() == "true"
+        if self.active_deadline_seconds is not None:
+            self.active_deadline_seconds = int(self.active_deadline_seconds)
+        self._resolved = True
+
+    def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
+        self._resolve_runtime()
+        return super().build_pod_request_obj(context, dry_run=dry_run)
+
+    def cleanup(self, pod: k8s.V1Pod, remote_pod: k8s.V1Pod, *args: Any, **kwargs: Any) -> None:
+        self._final_pod = remote_pod
+        super().cleanup(pod, remote_pod, *args, **kwargs)
+
+    def execute(self, context: Any) -> Any:
+        self._resolve_runtime()
+        try:
+            return super().execute(context)
+        except AirflowFailException:
+            raise
+        except Exception as exc:
+            failure = classify_pod_failure(self._final_pod, self.base_container_name or "base")
+            self.log.error("Pod failure classified as %s: %s", failure.kind, failure.reason)
+            if not failure.retryable and not self.retry_application_failures:
+                # A code failure would fail again: do not spend GPU retries on it.
+                raise AirflowFailException(f"{failure.reason}; not retried (application failure)") from exc
+            raise

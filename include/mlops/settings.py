@@ -1,0 +1,77 @@
+"""Run-time settings: connection ids, namespaces, buckets and images.
+
+Settings are read when a task runs, never while a DAG file is parsed, so the
+dag-processor and the workers can be configured independently. Each value has
+a default and can be overridden by an environment variable named
+``MLOPS_<FIELD>`` (upper case), e.g. ``MLOPS_TRAINING_NAMESPACE=ml-train``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The project's configuration contract; see the README's "Configuration" section."""
+
+    # Connection ids (Airflow connections or a secrets backend).
+    kubernetes_conn_id: str = "kubernetes_default"
+    aws_conn_id: str = "aws_default"
+    postgres_conn_id: str = "platform_postgres"
+    slack_conn_id: str = "slack_alerts"
+    pagerduty_conn_id: str = "pagerduty_events"
+
+    # Kubernetes placement.
+    training_namespace: str = "ml-training"
+    serving_namespace: str = "ml-serving"
+    training_service_account: str = "mlops-trainer"
+
+    # Storage.
+    artifacts_bucket: str = "mlops-artifacts"
+    backup_bucket: str = "mlops-backups"
+
+    # Images.
+    trainer_image: str = "ghcr.io/mlops-airflow/trainer:0.1.0"
+    model_server_image: str = "ghcr.io/mlops-airflow/model-server:0.1.0"
+
+    # Pod lifecycle.
+    pod_startup_timeout_seconds: int = 600
+    pod_poll_interval_seconds: float = 5.0
+    keep_failed_pods: bool = False
+
+    # Links in alerts point here.
+    airflow_base_url: str = "http://localhost:8080"
+
+
+def _coerce(raw: str, current: object) -> object:
+    if isinstance(current, bool):
+        if raw.strip().lower() in {"1", "true", "yes", "on"}:
+            return True
+        if raw.strip().lower() in {"0", "false", "no", "off", ""}:
+            return False
+        raise ValueError(f"expected a boolean, got {raw!r}")
+    if isinstance(current, int):
+        return int(raw)
+    if isinstance(current, float):
+        return float(raw)
+    return raw
+
+
+def get_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Return the settings, with ``MLOPS_*`` environment overrides applied.
+
+    Raises ``ValueError`` naming the variable when an override cannot be parsed.
+    """
+    env = os.environ if environ is None else environ
+    defaults = Settings()
+    overrides: dict[str, object] = {}
+    for field in fields(Settings):
+        name = f"MLOPS_{field.name.upper()}"
+        if name in env:
+            try:
+                overrides[field.name] = _coerce(env[name], getattr(defaults, field.name))
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from exc
+    return Settings(**overrides)  # type: ignore[arg-type]

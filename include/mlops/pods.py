@@ -81,6 +81,7 @@ class PlatformPodOperator(KubernetesPodOperator):
         "model_name",
         "active_deadline_seconds",
         "retry_application_failures",
+        "secret_env",
     )
 
     def __init__(
@@ -110,13 +111,11 @@ class PlatformPodOperator(KubernetesPodOperator):
             "AIRFLOW_TS": "{{ ts }}",
             **(env_vars or {}),
         }
-        secrets = [Secret("env", name, secret, key) for name, (secret, key) in (secret_env or {}).items()]
         kwargs.setdefault("name", kwargs.get("task_id", "task").replace("_", "-"))
         super().__init__(
             image=image,
             arguments=arguments,
             env_vars=env,
-            secrets=secrets,
             namespace=namespace,
             labels={"app.kubernetes.io/managed-by": "airflow", "app.kubernetes.io/part-of": "mlops",
                     **(labels or {})},
@@ -136,12 +135,13 @@ class PlatformPodOperator(KubernetesPodOperator):
             on_kill_action="delete_pod",
             get_logs=True,  # stream the container's log into the task log
             log_events_on_failure=True,  # scheduling / pull / eviction events explain infra failures
-            reattach_on_restart=True,  # a restarted worker adopts the running pod instead of starting a second one
+            durable=True,  # a restarted worker adopts the running pod instead of starting a second one
             **kwargs,
         )
         self.compute_profile = compute_profile
         self.gpus = gpus
         self.model_name = model_name
+        self.secret_env = dict(secret_env or {})
         self.keep_failed_pod = keep_failed_pod
         self.retry_application_failures = retry_application_failures
         self._final_pod: k8s.V1Pod | None = None
@@ -180,6 +180,14 @@ class PlatformPodOperator(KubernetesPodOperator):
             self.retry_application_failures = self.retry_application_failures.strip().lower() == "true"
         if self.active_deadline_seconds is not None:
             self.active_deadline_seconds = int(self.active_deadline_seconds)
+        self.secrets = [
+            Secret("env", name, secret, key) for name, (secret, key) in sorted(self.secret_env.items())
+        ]
+        # Optional settings render to "": leave such variables unset rather than set to empty.
+        if isinstance(self.env_vars, dict):
+            self.env_vars = {k: v for k, v in self.env_vars.items() if v not in ("", None)}
+        elif isinstance(self.env_vars, list):
+            self.env_vars = [e for e in self.env_vars if e.value_from is not None or e.value not in ("", None)]
         self._resolved = True
 
     def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:

@@ -36,6 +36,11 @@ class Settings:
     trainer_image: str = "ghcr.io/mlops-airflow/trainer:0.1.0"
     model_server_image: str = "ghcr.io/mlops-airflow/model-server:0.1.0"
 
+    # Training pods: S3 credentials come from this Secret (keys aws_access_key_id,
+    # aws_secret_access_key); the endpoint is only set for non-AWS S3.
+    trainer_s3_secret: str = "mlops-trainer-s3"
+    trainer_s3_endpoint: str = ""
+
     # Pod lifecycle.
     pod_startup_timeout_seconds: int = 600
     pod_poll_interval_seconds: float = 5.0
@@ -43,6 +48,29 @@ class Settings:
 
     # Links in alerts point here.
     airflow_base_url: str = "http://localhost:8080"
+
+    # Health checks and alerting (issue 6).
+    health_checks_path: str = ""  # empty: the packaged mlops/health/checks.yaml
+    health_schedule: str = "*/5 * * * *"
+    health_state_bucket: str = ""  # empty: artifacts_bucket
+    health_state_key: str = "health/alert-state.json"
+    health_digest_hour_utc: int = 9
+    airflow_api_url: str = ""  # empty: airflow_base_url
+    prometheus_url: str = ""  # empty: the optional Prometheus checks are skipped
+
+    # Backups (issue 5).
+    pg_bin: str = ""  # directory of pg_dump/pg_restore; empty: found on PATH
+    backup_databases: str = ""  # comma-separated; empty: the postgres connection's database
+    backup_verify_conn_id: str = ""  # server for restore tests; empty: postgres_conn_id's server
+    backup_sse: str = "AES256"  # none | AES256 | aws:kms
+    backup_kms_key_id: str = ""  # with backup_sse=aws:kms; empty: the account's default KMS key
+    backup_keep_daily: int = 7
+    backup_keep_weekly: int = 4
+    backup_keep_monthly: int = 6
+    backup_kube_namespaces: str = ""  # comma-separated, exported besides the training/serving ones
+    artifacts_prefix: str = "models/"
+    artifacts_sync_workers: int = 16
+    artifacts_max_delete_fraction: float = 0.1
 
 
 def _coerce(raw: str, current: object) -> object:

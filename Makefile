@@ -1,0 +1,62 @@
+# Two commands matter: `make run` (the product on embedded defaults) and `make test` (the whole suite).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+CLUSTER ?= auto
+
+.PHONY: run test lint format unit e2e bench system-deps lock clean
+
+# The venv is (re)built whenever a pin file changes.
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip==24.3.1
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+## run: Airflow standalone + local S3 + local Postgres with the project's DAGs (CLUSTER=simulated for a demo cluster)
+run: $(STAMP)
+	$(PY) -m mlops.dev.run --cluster $(CLUSTER)
+
+## test: lint, pin drift check, unit + integration + e2e tiers
+test: $(STAMP) system-deps lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## system-deps: Debian packages the test command needs (promtool), installed when missing
+system-deps:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "promtool missing: install Debian's 'prometheus' package"; fi; }
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+## bench: performance benchmarks (not part of `make test`); they print ratios against their baselines
+bench: $(STAMP)
+	$(PY) -m pytest tests/benchmarks -s -o python_files="bench_*.py" $(PYTEST_ARGS)
+
+## lock: re-resolve the runtime pins from the top-level requirements (see README)
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q "apache-airflow==3.3.2" "apache-airflow-providers-cncf-kubernetes==10.25.0" \
+	  "apache-airflow-providers-amazon==9.39.0" "apache-airflow-providers-slack==9.11.1" \
+	  "apache-airflow-providers-pagerduty==5.3.1" "apache-airflow-providers-postgres==7.1.1" \
+	  "apache-airflow-providers-standard==1.21.0" boto3 kubernetes slack-sdk
+	{ echo "# Runtime pins: Airflow 3.3.2, its providers and every transitive package."; \
+	  echo "# Regenerate with 'make lock' (see README)."; .venv-lock/bin/pip freeze | sort -f; } > requirements.txt
+	rm -rf .venv-lock
+
+clean:
+	rm -rf $(VENV) .dev test-artifacts

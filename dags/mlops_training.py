@@ -1,0 +1,133 @@
+"""
+# mlops_training
+
+Trains a model in a Kubernetes pod on the GPU node pools and registers the result
+as a **candidate** in the S3 model registry. Each registered candidate emits an
+event on the `model_candidates` asset, which schedules `mlops_promotion`.
+
+**Owner:** mlops platform team (#mlops-platform).
+
+## Triggers
+- Nightly at 02:00 UTC with the default parameters (no catchup).
+- The UI trigger form: every field is documented there.
+- The REST API: `POST /api/v2/dags/mlops_training/dagRuns` with `{"logical_date": null, "conf": {...}}`.
+  A bad value is refused with HTTP 400 naming the field; no run is created.
+
+## Tasks
+1. `plan_run`: cross-field checks (GPU count vs compute profile), model version, S3 URIs.
+2. `train_model`: the trainer pod (restricted security context, Secret-only credentials,
+   logs streamed here). Infrastructure failures (eviction, preemption, lost node, image
+   pull) are retried with exponential backoff and resume from the newest checkpoint; a
+   non-zero exit of the training code fails at once unless `retry_on_training_failure`.
+3. `register_candidate`: validates `metrics.json` and records the candidate.
+
+## Triage
+- `plan_run` failed: the message names the parameter; trigger again with a valid value.
+- `train_model` failed with "application failure": read the trainer's log lines above the
+  error (the pod's termination message is included). Fix the code/data, then re-run.
+- `train_model` retried: look for `Evicted`/`NodeLost`/`ImagePullBackOff` in the pod events
+  logged with the failure; check GPU node capacity (`kubectl get nodes -l mlops.io/pool=gpu`).
+- Pods are deleted when the task ends or is killed; set `MLOPS_KEEP_FAILED_PODS=true` to keep
+  failed ones for debugging (`kubectl -n ml-training get pods -l dag_id=mlops_training`).
+- `register_candidate` failed: `metrics.json` is missing or malformed under the run's
+  artifact URI (printed in the error).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import dag, get_current_context, task
+
+from mlops import tags
+from mlops.assets import MODEL_CANDIDATES
+from mlops.callbacks import failure_callbacks
+from mlops.pods import PlatformPodOperator
+from mlops.training import training_params
+
+
+
+def _plan(field: str) -> str:
+    return "{{ ti.xcom_pull(task_ids='plan_run')['" + field + "'] }}"
+
+
+@dag(
+    schedule="0 2 * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=4,
+    dagrun_timeout=timedelta(days=7, hours=1),
+    params=training_params(),
+    tags=[tags.TRAINING, tags.GPU, tags.KUBERNETES, tags.SCHEDULED, tags.API_TRIGGERED],
+    doc_md=__doc__,
+    default_args={
+        "owner": "mlops-platform",
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "on_failure_callback": failure_callbacks(),
+    },
+)
+def mlops_training():
+    @task(retries=0)
+    def validate_and_plan() -> dict:
+        """Cross-field checks and the run's identity (no network: nothing to retry)."""
+        from mlops.settings import get_settings
+        from mlops.training import plan_run
+
+        ctx = get_current_context()
+        return plan_run(ctx["params"], ctx["run_id"], ctx.get("logical_date"), get_settings()).as_dict()
+
+    plan = validate_and_plan.override(task_id="plan_run")()
+
+    train = PlatformPodOperator(
+        task_id="train_model",
+        image=_plan("image"),
+        arguments=plan["arguments"],
+        compute_profile=_plan("compute_profile"),
+        gpus=_plan("gpus"),
+        model_name=_plan("model_name"),
+        active_deadline_seconds=_plan("active_deadline_seconds"),
+        retry_application_failures="{{ params.retry_on_training_failure }}",
+        env_vars={
+            "RUN_ID": "{{ run_id }}",
+            "MODEL_NAME": _plan("model_name"),
+            "MODEL_VERSION": _plan("model_version"),
+            "ARTIFACT_URI": _plan("artifact_uri"),
+            "CHECKPOINT_URI": _plan("checkpoint_uri"),
+            "TRAINER_IMAGE": _plan("image"),
+            "AWS_ENDPOINT_URL": _plan("s3_endpoint"),
+        },
+        secret_env={
+            "AWS_ACCESS_KEY_ID": (_plan("s3_secret"), "aws_access_key_id"),
+            "AWS_SECRET_ACCESS_KEY": (_plan("s3_secret"), "aws_secret_access_key"),
+        },
+        # Infrastructure failures only (see mlops.pod_failures); the backoff spaces out
+        # retries while a node pool recovers.
+        retries=3,
+        retry_exponential_backoff=True,
+        max_retry_delay=timedelta(minutes=30),
+        execution_timeout=timedelta(days=7),
+    )
+
+    @task(outlets=[MODEL_CANDIDATES])
+    def register_candidate(plan: dict) -> dict:
+        """Validate metrics.json, register the candidate and announce it on the asset."""
+        from mlops.settings import get_settings
+        from mlops.training import register_candidate as register
+
+        ctx = get_current_context()
+        lineage = {"dag_id": ctx["dag"].dag_id, "run_id": ctx["run_id"], "image": plan["image"],
+                   "compute_profile": plan["compute_profile"], "gpus": plan["gpus"]}
+        entry = register(plan, lineage, get_settings())
+        ctx["outlet_events"][MODEL_CANDIDATES].extra = {
+            "model": plan["model_name"], "version": plan["model_version"],
+            "accuracy": entry["metrics"].get("accuracy"), "artifact_uri": plan["artifact_uri"],
+        }
+        return entry
+
+    train >> register_candidate(plan)
+    plan >> train
+
+
+mlops_training()

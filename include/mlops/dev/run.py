@@ -1,0 +1,203 @@
+"""`make run`: Airflow standalone with the project's DAGs on embedded defaults.
+
+Starts, on this machine only:
+- a local S3 server (moto) with the project's buckets;
+- a local PostgreSQL cluster as the backup source, when the PostgreSQL binaries exist;
+- `airflow standalone` (SQLite metadata DB, LocalExecutor, examples off, fixed admin login),
+  with the dev connections from ``connections.json`` passed as ``AIRFLOW_CONN_*``.
+
+Kubernetes: the current kubeconfig context is used when it answers. Otherwise the
+training and promotion tasks fail until one does (the README explains kind). With
+``--cluster simulated`` (``make run CLUSTER=simulated``) the test harness's simulated
+Kubernetes API is started instead, and everything is labelled SIMULATED.
+
+Ctrl-C stops everything: standalone gets SIGINT (its own clean shutdown), then its
+whole process group is terminated, so no scheduler, API server or worker is orphaned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from mlops.dev.connections import connections_env, load_dev_connections
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+ADMIN_USER = "admin"
+ADMIN_PASSWORD = "admin"  # noqa: S105 - a fixed local-only login, printed at start
+
+
+def _log(msg: str) -> None:
+    print(f"[make run] {msg}", flush=True)
+
+
+def _kube_answers(kubeconfig: str | None) -> str | None:
+    """Return the current context name if its API server answers within 3 s."""
+    try:
+        from kubernetes import client, config
+
+        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
+        api_client = config.new_client_from_config(config_file=kubeconfig)
+        client.VersionApi(api_client).get_code(_request_timeout=3)
+        return active["name"]
+    except Exception:
+        return None
+
+
+def _start_s3(port: int) -> str:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id="mlops-dev", aws_secret_access_key="mlops-dev-secret")  # noqa: S106
+    for bucket in ("mlops-artifacts", "mlops-backups"):
+        s3.create_bucket(Bucket=bucket)
+    return endpoint
+
+
+def _wait_http(url: str, timeout: float) -> float | None:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback URL
+                if resp.status == 200:
+                    return time.monotonic() - start
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return None
+
+
+def _stop_group(proc: subprocess.Popen[bytes], grace: float = 30) -> None:
+    """SIGINT standalone (clean shutdown), then terminate whatever is left in its process group."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        time.sleep(2 if sig == signal.SIGTERM else 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cluster", choices=["auto", "simulated"], default=os.environ.get("CLUSTER") or "auto")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("AIRFLOW_PORT", "8080")))
+    parser.add_argument("--s3-port", type=int, default=int(os.environ.get("S3_PORT", "9090")))
+    parser.add_argument("--home", default=os.environ.get("MLOPS_DEV_HOME", str(REPO_ROOT / ".dev")))
+    args = parser.parse_args(argv)
+
+    home = Path(args.home)
+    airflow_home = home / "airflow"
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    home.chmod(0o755)
+    started = time.monotonic()
+
+    values: dict[str, str] = {"TRAINING_NAMESPACE": os.environ.get("MLOPS_TRAINING_NAMESPACE", "ml-training")}
+    values["S3_ENDPOINT"] = _start_s3(args.s3_port)
+    _log(f"local S3 (moto) at {values['S3_ENDPOINT']} with buckets mlops-artifacts, mlops-backups")
+
+    pg = None
+    from mlops.dev.postgres import PG_BIN, PostgresCluster
+
+    if (PG_BIN / "initdb").exists():
+        pg = PostgresCluster(home / "postgres").start()
+        values.update(PG_HOST=pg.host, PG_PORT=str(pg.port), PG_USER=pg.user, PG_DATABASE="postgres")
+        _log(f"local PostgreSQL (backup source) at {pg.dsn()}")
+    else:
+        _log(f"no PostgreSQL binaries under {PG_BIN}: the backup DAG's Postgres part will fail")
+
+    sim = None
+    if args.cluster == "simulated":
+        sys.path.insert(0, str(REPO_ROOT))
+        from tests.harness.kubesim import KubeSim
+
+        sim = KubeSim()
+        sim.start()
+        values["KUBECONFIG"] = sim.write_kubeconfig(str(home / "kubeconfig-simulated"), namespace="ml-training")
+        for ns in ("ml-training", "ml-serving"):
+            sim.create_namespace(ns)
+        _log("*** SIMULATED Kubernetes cluster (test harness, no real pods) at " + sim.url + " ***")
+    else:
+        kubeconfig = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+        context = _kube_answers(kubeconfig)
+        if context:
+            values["KUBECONFIG"] = kubeconfig
+            _log(f"Kubernetes: using the current context {context!r} from {kubeconfig}")
+        else:
+            _log("Kubernetes: no cluster answered from the current kubeconfig context. Training and "
+                 "promotion tasks will fail until one does: see README 'Kubernetes on a laptop (kind)', "
+                 "or run `make run CLUSTER=simulated` for a clearly labelled simulated cluster.")
+
+    passwords = airflow_home / "simple_auth_manager_passwords.json"
+    passwords.write_text(json.dumps({ADMIN_USER: ADMIN_PASSWORD}))
+    venv_bin = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        **connections_env(load_dev_connections(values)),
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",  # standalone starts `airflow` by name
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__API__PORT": str(args.port),
+        "AIRFLOW__API__BASE_URL": f"http://localhost:{args.port}",
+        "AIRFLOW__CORE__PARALLELISM": os.environ.get("AIRFLOW__CORE__PARALLELISM", "8"),
+        "MLOPS_AIRFLOW_BASE_URL": f"http://localhost:{args.port}",
+        "AWS_ACCESS_KEY_ID": "mlops-dev",
+        "AWS_SECRET_ACCESS_KEY": "mlops-dev-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    if sim is not None:
+        env["MLOPS_SIMULATED_CLUSTER"] = "1"
+        env["MLOPS_POD_POLL_INTERVAL_SECONDS"] = "1"
+
+    # A fresh session and default SIGINT handling: Ctrl-C reaches only this launcher,
+    # which then shuts standalone down in order (FACTS.md: backgrounded jobs ignore SIGINT).
+    proc = subprocess.Popen(  # noqa: S603 - fixed argv
+        [str(venv_bin / "airflow"), "standalone"], env=env, cwd=str(airflow_home), start_new_session=True,
+        restore_signals=True,
+    )
+    try:
+        ready = _wait_http(f"http://localhost:{args.port}/api/v2/monitor/health", timeout=180)
+        if ready is None:
+            _log("Airflow did not answer within 180 s; see the output above")
+        else:
+            total = time.monotonic() - started
+            _log(f"Airflow UI: http://localhost:{args.port}  (login {ADMIN_USER} / {ADMIN_PASSWORD})")
+            _log(f"UI answered {total:.1f} s after `make run` started the stack. Ctrl-C stops everything.")
+            if sim is not None:
+                _log("Reminder: Kubernetes is SIMULATED in this session.")
+        proc.wait()
+    except KeyboardInterrupt:
+        _log("stopping Airflow ...")
+    finally:
+        _stop_group(proc)
+        if sim is not None:
+            sim.stop()
+        if pg is not None:
+            pg.stop()
+        _log("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

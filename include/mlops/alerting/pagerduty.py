@@ -14,6 +14,7 @@ client (the Events API's documented retry policy).
 from __future__ import annotations
 
 import os
+import ssl
 from typing import Any
 
 import pagerduty
@@ -39,9 +40,8 @@ class PagerDutyEventsHook(PagerdutyEventsHook):
         self.ca_bundle = extra.get("ca_bundle") or True
 
     def client(self) -> pagerduty.EventsApiV2Client:
-        client = pagerduty.EventsApiV2Client(
-            self.integration_key, base_url=self.events_url.rstrip("/"), verify=self.ca_bundle
-        )
+        verify = ssl.create_default_context(cafile=self.ca_bundle) if isinstance(self.ca_bundle, str) else True
+        client = pagerduty.EventsApiV2Client(self.integration_key, base_url=self.events_url.rstrip("/"), verify=verify)
         client.sleep_timer = _backoff_seconds()
         client.retry[429] = 5  # bounded: an alert that cannot be delivered must not hang the task forever
         client.retry[500] = 3

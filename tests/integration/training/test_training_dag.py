@@ -1,0 +1,194 @@
+"""The training DAG run by Airflow (`dag.test()`) against the simulated Kubernetes API and moto S3.
+
+The pods go through the provider's unmodified KubernetesPodOperator over real HTTP; the
+trainer either runs for real as a local process (LocalProcess) or is a scripted container.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import types
+import time
+from datetime import timedelta
+
+import pytest
+
+from tests.harness.kubesim import LocalProcess, ScriptedContainer
+
+DAG_ID = "mlops_training"
+SCRIPTED = "registry.example.com/mlops/trainer:scripted"
+REAL = "registry.example.com/mlops/trainer:real"
+
+
+@pytest.fixture(scope="module")
+def training_dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.conftest import REPO_ROOT
+
+    return DagBag(dag_folder=str(REPO_ROOT / "dags" / "mlops_training.py")).get_dag(DAG_ID)
+
+
+@pytest.fixture
+def cluster(airflow_db, kube, kube_conn, s3_conn, s3_client, alert_conns, monkeypatch):
+    """A namespace with the trainer's S3 Secret, and the artifacts bucket on the S3 server."""
+    kube.create({"apiVersion": "v1", "kind": "Secret",
+                 "metadata": {"name": "mlops-trainer-s3", "namespace": kube_conn},
+                 "stringData": {"aws_access_key_id": "mlops-dev", "aws_secret_access_key": "mlops-dev-secret"}})
+    bucket = f"artifacts-{kube_conn}"
+    s3_client.create_bucket(Bucket=bucket)
+    monkeypatch.setenv("MLOPS_ARTIFACTS_BUCKET", bucket)
+    monkeypatch.setenv("MLOPS_TRAINER_S3_ENDPOINT", s3_conn)
+    return {"namespace": kube_conn, "bucket": bucket}
+
+
+def _run(dag, conf: dict, retry_delay: float = 0.5):
+    train = dag.get_task("train_model")
+    train.retry_delay = timedelta(seconds=retry_delay)
+    train.retry_exponential_backoff = False
+    dr = dag.test(run_conf=conf)
+    return dr, {ti.task_id: ti for ti in dr.get_task_instances()}
+
+
+def _pods_posted(kube, namespace: str) -> list[dict]:
+    return [r.body for r in kube.requests_matching("POST", rf"/namespaces/{namespace}/pods$")]
+
+
+def test_pod_success_streams_logs_into_the_task_log_registers_the_candidate_and_emits_the_asset(
+    training_dag, cluster, kube, s3_client, capfd
+):
+    kube.register_image(REAL, LocalProcess(argv=[sys.executable, "-m", "mlops.trainer"]))
+    dr, tis = _run(training_dag, {"model_name": "digits-int", "epochs": 2, "compute_profile": "cpu",
+                                  "image": REAL, "batch_size": 64, "learning_rate": 0.01})
+
+    assert dr.state == "success", {k: t.state for k, t in tis.items()}
+    out = capfd.readouterr()
+    assert "epoch" in (out.out + out.err).lower()  # trainer lines streamed into the task log
+    plan = tis["plan_run"].xcom_pull(task_ids="plan_run")
+    entry = json.loads(s3_client.get_object(
+        Bucket=cluster["bucket"], Key=f"registry/digits-int/versions/{plan['model_version']}.json")["Body"].read())
+    assert entry["status"] == "candidate"
+    assert entry["lineage"]["run_id"] == dr.run_id and entry["lineage"]["image"] == REAL
+
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        events = session.query(AssetEvent).filter(AssetEvent.source_run_id == dr.run_id).all()
+        assert [e.extra["version"] for e in events] == [plan["model_version"]]
+    # No pod is left behind once the task is done.
+    assert kube.list("Pod", cluster["namespace"]) == []
+
+
+def test_training_code_failure_fails_the_task_without_spending_retries(training_dag, cluster, kube):
+    kube.register_image(SCRIPTED, ScriptedContainer(logs=["loading data", "Traceback: boom"], exit_code=3))
+    dr, tis = _run(training_dag, {"model_name": "digits-fail", "compute_profile": "cpu", "image": SCRIPTED})
+
+    assert dr.state == "failed"
+    assert tis["train_model"].state == "failed"
+    assert tis["train_model"].try_number == 1
+    assert len(_pods_posted(kube, cluster["namespace"])) == 1
+    assert kube.list("Pod", cluster["namespace"]) == []
+
+
+def test_training_failure_is_retried_when_the_run_asks_for_it(training_dag, cluster, kube):
+    kube.register_image(SCRIPTED, ScriptedContainer(logs=["flaky"], exit_code=1))
+    dr, tis = _run(training_dag, {"model_name": "digits-flaky", "compute_profile": "cpu", "image": SCRIPTED,
+                                  "retry_on_training_failure": True})
+    assert dr.state == "failed"
+    assert tis["train_model"].try_number == 4  # 1 + 3 retries
+    assert len(_pods_posted(kube, cluster["namespace"])) == 4
+
+
+def test_a_503_on_the_first_pod_read_is_survived(training_dag, cluster, kube):
+    kube.register_image(SCRIPTED, ScriptedContainer(logs=["ok"], exit_code=0))
+    kube.faults.add(method="GET", path=rf"/namespaces/{cluster['namespace']}/pods/[^/]+$", status=503, times=1)
+    dr, tis = _run(training_dag, {"model_name": "digits-503", "compute_profile": "cpu", "image": SCRIPTED})
+    # The pod ran to success despite the 503; registration then fails since a scripted trainer writes no metrics.
+    assert tis["train_model"].state == "success"
+    assert any(r.status == 503 for r in kube.requests)
+    assert tis["register_candidate"].state == "failed"
+
+
+def test_eviction_mid_run_retries_and_resumes_from_the_checkpoint(training_dag, cluster, kube, capfd):
+    kube.register_image(REAL, LocalProcess(argv=[sys.executable, "-m", "mlops.trainer"]))
+    ns = cluster["namespace"]
+
+    def evict_after_first_checkpoint():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for pod in kube.list("Pod", ns):
+                if pod.get("status", {}).get("phase") == "Running":
+                    logs = "\n".join(kube.logs(ns, pod["metadata"]["name"]))
+                    if "checkpoint s3://" in logs:
+                        kube.evict_pod(ns, pod["metadata"]["name"], message="node drained")
+                        return
+            time.sleep(0.1)
+
+    evictor = threading.Thread(target=evict_after_first_checkpoint, daemon=True)
+    evictor.start()
+    dr, tis = _run(training_dag, {"model_name": "digits-evict", "epochs": 6, "compute_profile": "gpu-spot",
+                                  "image": REAL, "extra_args": ["--checkpoint-every=1"]})
+    evictor.join(timeout=5)
+
+    assert dr.state == "success", {k: t.state for k, t in tis.items()}
+    assert tis["train_model"].try_number == 2
+    assert len(_pods_posted(kube, ns)) == 2
+    out = capfd.readouterr()
+    assert "resumed from epoch" in (out.out + out.err).lower()
+
+
+def test_killing_the_task_deletes_its_pod(cluster, kube):
+    """What Airflow calls when a task is marked failed, cleared or times out: on_kill deletes the pod."""
+    import pendulum
+    from airflow.sdk import DAG
+
+    from mlops.pods import PlatformPodOperator
+
+    ns = cluster["namespace"]
+    kube.register_image(SCRIPTED, ScriptedContainer(logs=["training ..."], run_seconds=60))
+    with DAG("kill_probe", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+        op = PlatformPodOperator(task_id="train_model", image=SCRIPTED, compute_profile="gpu-small")
+    # Stand-in for the runtime task instance: only the fields KPO reads for pod labels.
+    ti = types.SimpleNamespace(dag_id="kill_probe", task_id="train_model", map_index=-1, try_number=1)
+    context = {"ti": ti, "run_id": "manual__kill", "dag": op.dag, "task": op}
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            op.execute(context)
+        except BaseException as exc:  # the killed task's execute ends with an error
+            errors.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(
+        p.get("status", {}).get("phase") == "Running" for p in kube.list("Pod", ns)
+    ):
+        time.sleep(0.1)
+    assert kube.list("Pod", ns), "the pod never started"
+    op.on_kill()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and kube.list("Pod", ns):
+        time.sleep(0.1)
+    assert kube.list("Pod", ns) == []
+    assert kube.requests_matching("DELETE", rf"/namespaces/{ns}/pods/")
+
+
+def test_a_timed_out_task_deletes_its_pod(training_dag, cluster, kube):
+    ns = cluster["namespace"]
+    kube.register_image(SCRIPTED, ScriptedContainer(logs=["training ..."], run_seconds=120))
+    train = training_dag.get_task("train_model")
+    original = train.execution_timeout
+    train.execution_timeout = timedelta(seconds=4)
+    train.retries = 0
+    try:
+        dr, tis = _run(training_dag, {"model_name": "digits-timeout", "compute_profile": "cpu", "image": SCRIPTED})
+    finally:
+        train.execution_timeout, train.retries = original, 3
+    assert tis["train_model"].state == "failed"
+    assert len(_pods_posted(kube, ns)) == 1
+    assert kube.list("Pod", ns) == []

@@ -51,6 +51,9 @@ from tests.harness.receivers import Receiver, pagerduty_receiver, slack_receiver
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
+    if os.environ.get("MLOPS_KEEP_TEST_DIR"):  # keep servers' logs for debugging
+        print(f"\nkept test session dir: {_SESSION_DIR}")
+        return
     shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
 

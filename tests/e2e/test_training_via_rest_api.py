@@ -65,7 +65,9 @@ def test_rest_trigger_runs_a_training_pod_shaped_by_the_conf_and_registers_the_c
     pod_post = None
     while pod_post is None and time.monotonic() - started < 60:
         posts = kube.requests_matching("POST", rf"/namespaces/{E2E_NAMESPACE}/pods$")
-        pod_post = next((p for p in posts if p.body["metadata"]["labels"].get("dag_id") == DAG_ID), None)
+        # Unpausing also starts the nightly schedule's run: pick this trigger's pod by its RUN_ID.
+        pod_post = next((p for p in posts if {"name": "RUN_ID", "value": run.dag_run_id}
+                         in p.body["spec"]["containers"][0]["env"]), None)
         time.sleep(0.05)
     latency = time.monotonic() - started
     assert pod_post is not None, "no pod reached the Kubernetes API"

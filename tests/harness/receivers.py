@@ -87,7 +87,9 @@ class Receiver:
                 )
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json" if not isinstance(payload, bytes) else "text/plain")
+                self.send_header(
+                    "Content-Type", "application/json" if not isinstance(payload, bytes) else "text/plain"
+                )
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

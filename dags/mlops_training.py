@@ -47,7 +47,6 @@ from mlops.pods import PlatformPodOperator
 from mlops.training import training_params
 
 
-
 def _plan(field: str) -> str:
     return "{{ ti.xcom_pull(task_ids='plan_run')['" + field + "'] }}"
 
@@ -117,12 +116,19 @@ def mlops_training():
         from mlops.training import register_candidate as register
 
         ctx = get_current_context()
-        lineage = {"dag_id": ctx["dag"].dag_id, "run_id": ctx["run_id"], "image": plan["image"],
-                   "compute_profile": plan["compute_profile"], "gpus": plan["gpus"]}
+        lineage = {
+            "dag_id": ctx["dag"].dag_id,
+            "run_id": ctx["run_id"],
+            "image": plan["image"],
+            "compute_profile": plan["compute_profile"],
+            "gpus": plan["gpus"],
+        }
         entry = register(plan, lineage, get_settings())
         ctx["outlet_events"][MODEL_CANDIDATES].extra = {
-            "model": plan["model_name"], "version": plan["model_version"],
-            "accuracy": entry["metrics"].get("accuracy"), "artifact_uri": plan["artifact_uri"],
+            "model": plan["model_name"],
+            "version": plan["model_version"],
+            "accuracy": entry["metrics"].get("accuracy"),
+            "artifact_uri": plan["artifact_uri"],
         }
         return entry
 

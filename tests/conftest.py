@@ -169,8 +169,12 @@ def pg_conn(monkeypatch, pg_cluster, pg_database) -> str:
     """``platform_postgres`` points at this test's database; returns its name."""
     _set_connections(
         monkeypatch,
-        {"PG_HOST": pg_cluster.host, "PG_PORT": str(pg_cluster.port), "PG_USER": pg_cluster.user,
-         "PG_DATABASE": pg_database},
+        {
+            "PG_HOST": pg_cluster.host,
+            "PG_PORT": str(pg_cluster.port),
+            "PG_USER": pg_cluster.user,
+            "PG_DATABASE": pg_database,
+        },
     )
     return pg_database
 
@@ -179,8 +183,11 @@ def pg_conn(monkeypatch, pg_cluster, pg_database) -> str:
 def alert_conns(monkeypatch, slack, pagerduty) -> tuple[Receiver, Receiver]:
     _set_connections(
         monkeypatch,
-        {"SLACK_WEBHOOK_BASE": f"{slack.url}/services", "PAGERDUTY_EVENTS_URL": pagerduty.url,
-         "PAGERDUTY_CA_BUNDLE": pagerduty.ca_path or ""},
+        {
+            "SLACK_WEBHOOK_BASE": f"{slack.url}/services",
+            "PAGERDUTY_EVENTS_URL": pagerduty.url,
+            "PAGERDUTY_CA_BUNDLE": pagerduty.ca_path or "",
+        },
     )
     return slack, pagerduty
 

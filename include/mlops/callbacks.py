@@ -8,6 +8,7 @@ error is what the run reports.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseNotifier
@@ -26,14 +27,33 @@ def _failure_details(context: dict[str, Any]) -> dict[str, Any]:
     except Exception:  # the URL is a nicety; never let it break the alert
         log_url = ""
     error = context.get("exception")
+    links = airflow_links(dag_id, run_id, task_id, try_number)
     return {
         "dag_id": dag_id,
         "task_id": task_id,
         "run_id": run_id,
         "try_number": try_number,
         "error": f"{type(error).__name__}: {error}" if error else "unknown error",
-        "log_url": log_url,
+        "dag_url": links["dag"],
+        "run_url": links["run"],
+        "log_url": links["log"] or log_url,
     }
+
+
+def airflow_links(
+    dag_id: str, run_id: str | None = None, task_id: str | None = None, try_number: int | None = None
+) -> dict[str, str]:
+    """UI links (``settings.airflow_base_url``) to a DAG, one of its runs, and a task's log."""
+    from urllib.parse import quote
+
+    from mlops.settings import get_settings
+
+    dag = f"{get_settings().airflow_base_url.rstrip('/')}/dags/{quote(str(dag_id), safe='')}"
+    run = f"{dag}/runs/{quote(str(run_id), safe='')}" if run_id else ""
+    log_url = f"{run}/tasks/{quote(str(task_id), safe='')}" if run and task_id and task_id != "?" else ""
+    if log_url and try_number:
+        log_url += f"?try_number={try_number}"
+    return {"dag": dag, "run": run, "log": log_url}
 
 
 class TaskFailureAlert(BaseNotifier):
@@ -44,18 +64,29 @@ class TaskFailureAlert(BaseNotifier):
         self.severity = severity
 
     def notify(self, context: dict[str, Any]) -> None:
+        try:
+            self._send(context)
+        except Exception:  # a broken alert must never replace the task's own error
+            log.exception("failure alert could not be built or sent")
+
+    def _send(self, context: dict[str, Any]) -> None:
         from mlops.alerting.router import AlertRouter
 
         d = _failure_details(context)
         title = f"Airflow task failed: {d['dag_id']}.{d['task_id']}"
         lines = [
-            f"*DAG* `{d['dag_id']}`  *Task* `{d['task_id']}`  *Try* {d['try_number']}",
-            f"*Run* `{d['run_id']}`",
+            f"*DAG* <{d['dag_url']}|{d['dag_id']}>  *Task* `{d['task_id']}`  *Try* {d['try_number']}",
+            f"*Run* <{d['run_url']}|{d['run_id']}>" if d["run_url"] else f"*Run* `{d['run_id']}`",
             f"*Error* ```{d['error']}```",
         ]
-        links = [{"href": d["log_url"], "text": "Task log"}] if d["log_url"] else None
+        links = [
+            {"href": href, "text": text}
+            for href, text in ((d["log_url"], "Task log"), (d["run_url"], "DAG run"), (d["dag_url"], "DAG"))
+            if href
+        ]
         router = AlertRouter()
-        router.slack(title, lines, [f"<{d['log_url']}|Open the task log>"] if d["log_url"] else None, context)
+        footer = " · ".join(f"<{link['href']}|{link['text']}>" for link in links)
+        router.slack(title, lines, [footer], context)
         router.pagerduty(
             action="trigger",
             dedup_key=f"airflow/{d['dag_id']}/{d['task_id']}/{d['run_id']}",
@@ -72,3 +103,77 @@ class TaskFailureAlert(BaseNotifier):
 def failure_callbacks(severity: str = "error") -> list[BaseNotifier]:
     """The ``on_failure_callback`` list every DAG's ``default_args`` uses."""
     return [TaskFailureAlert(severity=severity)]
+
+
+async def notify_deadline_missed(
+    context: dict[str, Any] | None = None, severity: str = "error", budget_seconds: float | None = None
+) -> None:
+    """Deadline Alert callback: a DAG run is still unfinished past its budget.
+
+    Runs in the triggerer (an ``AsyncCallback``); ``context`` is what Airflow passes
+    there: ``{"dag_run": <DAGRunResponse JSON>, "deadline": {"id", "deadline_time"}}``.
+    The blocking router runs in a thread; it never raises.
+    """
+    import asyncio
+
+    from mlops.alerting.router import AlertRouter
+
+    dag_run = (context or {}).get("dag_run") or {}
+    deadline = (context or {}).get("deadline") or {}
+    dag_id, run_id = dag_run.get("dag_id", "?"), dag_run.get("dag_run_id") or dag_run.get("run_id", "?")
+    links = airflow_links(dag_id, run_id)
+    budget = f"{budget_seconds / 60:g} min" if budget_seconds else "its budget"
+    title = f"Deadline missed: {dag_id} run not finished within {budget}"
+    details = {
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "state": dag_run.get("state"),
+        "queued_at": dag_run.get("queued_at"),
+        "start_date": dag_run.get("start_date"),
+        "deadline_time": str(deadline.get("deadline_time")),
+        "run_url": links["run"],
+    }
+    lines = [
+        f"*DAG* <{links['dag']}|{dag_id}>  *Run* <{links['run']}|{run_id}>  *State* `{details['state']}`",
+        f"*Queued* {details['queued_at']}  *Started* {details['start_date']}",
+        f"*Deadline* {details['deadline_time']}",
+    ]
+    pd_links = [{"href": links["run"], "text": "DAG run"}, {"href": links["dag"], "text": "DAG"}]
+
+    def send() -> None:
+        router = AlertRouter()
+        router.slack(title, lines, [f"<{links['run']}|Open the run>"])
+        router.pagerduty(
+            action="trigger",
+            dedup_key=f"airflow-deadline/{dag_id}/{run_id}",
+            summary=title,
+            severity=severity,
+            source=f"airflow/{dag_id}",
+            component="deadline",
+            group=dag_id,
+            custom_details=details,
+            links=pd_links,
+        )
+
+    await asyncio.to_thread(send)
+
+
+def deadline_alert(
+    interval: timedelta, *, severity: str = "error", reference: Any = None, name: str | None = None
+) -> Any:
+    """An Airflow 3 ``DeadlineAlert``: a run not finished ``interval`` after it was queued pages.
+
+    Routed like the failure callbacks (Slack and PagerDuty through ``AlertRouter``), by
+    :func:`notify_deadline_missed` in the triggerer. Pass as ``@dag(deadline=...)``.
+    """
+    from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
+
+    return DeadlineAlert(
+        reference=reference or DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=interval,
+        callback=AsyncCallback(
+            notify_deadline_missed,
+            kwargs={"severity": severity, "budget_seconds": interval.total_seconds()},
+        ),
+        name=name,
+    )

@@ -148,4 +148,6 @@ def get_profile(name: str) -> ComputeProfile:
     try:
         return PROFILES[name]
     except KeyError:
-        raise ValueError(f"compute_profile: unknown profile {name!r}; choose one of {list(PROFILES)}") from None
+        raise ValueError(
+            f"compute_profile: unknown profile {name!r}; choose one of {list(PROFILES)}"
+        ) from None

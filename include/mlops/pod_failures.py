@@ -16,8 +16,17 @@ APPLICATION = "application"
 
 # status.reason values the kubelet or scheduler set when the node, not the workload, failed the pod.
 _INFRA_POD_REASONS = frozenset(
-    {"Evicted", "NodeLost", "Preempting", "Preempted", "Shutdown", "Terminated", "NodeShutdown",
-     "UnexpectedAdmissionError", "OutOfnvidia.com/gpu"}
+    {
+        "Evicted",
+        "NodeLost",
+        "Preempting",
+        "Preempted",
+        "Shutdown",
+        "Terminated",
+        "NodeShutdown",
+        "UnexpectedAdmissionError",
+        "OutOfnvidia.com/gpu",
+    }
 )
 # Container waiting reasons that a later attempt can clear.
 _TRANSIENT_WAITING = frozenset({"ErrImagePull", "ImagePullBackOff", "ContainerCreating", "PodInitializing"})
@@ -51,7 +60,9 @@ def classify_pod_failure(remote_pod: Any, container_name: str = "base") -> PodFa
     """Classify a failed pod from its last observed state (a V1Pod, a dict, or None if it is gone)."""
     if remote_pod is None:
         return PodFailure(INFRASTRUCTURE, "pod disappeared while running (deleted or preempted)")
-    if _get(remote_pod, "metadata", "deletion_timestamp") or _get(remote_pod, "metadata", "deletionTimestamp"):
+    if _get(remote_pod, "metadata", "deletion_timestamp") or _get(
+        remote_pod, "metadata", "deletionTimestamp"
+    ):
         return PodFailure(INFRASTRUCTURE, "pod was deleted while running")
     reason = _get(remote_pod, "status", "reason")
     if reason in _INFRA_POD_REASONS:
@@ -60,9 +71,11 @@ def classify_pod_failure(remote_pod: Any, container_name: str = "base") -> PodFa
     if reason == "DeadlineExceeded":
         return PodFailure(APPLICATION, "pod exceeded its activeDeadlineSeconds")
 
-    statuses = _get(remote_pod, "status", "container_statuses") or _get(
-        remote_pod, "status", "containerStatuses"
-    ) or []
+    statuses = (
+        _get(remote_pod, "status", "container_statuses")
+        or _get(remote_pod, "status", "containerStatuses")
+        or []
+    )
     status = next((s for s in statuses if _get(s, "name") == container_name), None)
     terminated = _get(status, "state", "terminated")
     if terminated is not None:
@@ -78,4 +91,7 @@ def classify_pod_failure(remote_pod: Any, container_name: str = "base") -> PodFa
         return PodFailure(APPLICATION, f"container cannot start: {waiting_reason}")
     if waiting_reason in _TRANSIENT_WAITING:
         return PodFailure(INFRASTRUCTURE, f"container never started: {waiting_reason}")
-    return PodFailure(INFRASTRUCTURE, f"pod failed without a container verdict (phase {_get(remote_pod, 'status', 'phase')})")
+    return PodFailure(
+        INFRASTRUCTURE,
+        f"pod failed without a container verdict (phase {_get(remote_pod, 'status', 'phase')})",
+    )

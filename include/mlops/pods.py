@@ -117,8 +117,11 @@ class PlatformPodOperator(KubernetesPodOperator):
             arguments=arguments,
             env_vars=env,
             namespace=namespace,
-            labels={"app.kubernetes.io/managed-by": "airflow", "app.kubernetes.io/part-of": "mlops",
-                    **(labels or {})},
+            labels={
+                "app.kubernetes.io/managed-by": "airflow",
+                "app.kubernetes.io/part-of": "mlops",
+                **(labels or {}),
+            },
             service_account_name=service_account_name,
             # Pod settings that must hold for every workload:
             security_context=POD_SECURITY_CONTEXT,
@@ -187,7 +190,9 @@ class PlatformPodOperator(KubernetesPodOperator):
         if isinstance(self.env_vars, dict):
             self.env_vars = {k: v for k, v in self.env_vars.items() if v not in ("", None)}
         elif isinstance(self.env_vars, list):
-            self.env_vars = [e for e in self.env_vars if e.value_from is not None or e.value not in ("", None)]
+            self.env_vars = [
+                e for e in self.env_vars if e.value_from is not None or e.value not in ("", None)
+            ]
         self._resolved = True
 
     def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:

@@ -38,7 +38,7 @@ class Settings:
 
     # Training pods: S3 credentials come from this Secret (keys aws_access_key_id,
     # aws_secret_access_key); the endpoint is only set for non-AWS S3.
-    trainer_s3_secret: str = "mlops-trainer-s3"
+    trainer_s3_secret: str = "mlops-trainer-s3"  # noqa: S105 - a Secret's name, not its value
     trainer_s3_endpoint: str = ""
 
     # Pod lifecycle.
@@ -57,6 +57,7 @@ class Settings:
     health_digest_hour_utc: int = 9
     airflow_api_url: str = ""  # empty: airflow_base_url
     prometheus_url: str = ""  # empty: the optional Prometheus checks are skipped
+    health_model_service: str = ""  # the model whose active Service the default checks probe; empty: skip
 
     # Backups (issue 5).
     pg_bin: str = ""  # directory of pg_dump/pg_restore; empty: found on PATH
@@ -71,6 +72,29 @@ class Settings:
     artifacts_prefix: str = "models/"
     artifacts_sync_workers: int = 16
     artifacts_max_delete_fraction: float = 0.1
+    artifacts_full_check_days: int = 7  # how often the sync also lists the backup side
+
+    # Blue-green promotion and the model server (issue 4).
+    serving_access: str = (
+        "proxy"  # proxy: via the Kubernetes API service proxy; direct: in-cluster Service DNS
+    )
+    model_server_replicas: int = 2
+    model_server_max_replicas: int = 6
+    model_server_progress_deadline_seconds: int = 600
+    model_server_s3_secret: str = (
+        ""  # Secret (keys as trainer_s3_secret) for the server pods; empty: IRSA/node role
+    )
+    model_server_s3_endpoint: str = ""  # empty: the AWS connection's endpoint_url (none for AWS S3)
+    promotion_min_accuracy: float = 0.85  # the platform alert rule's threshold
+    promotion_accuracy_tolerance: float = 0.02  # how far below production a candidate may be
+    promotion_smoke_tolerance: float = (
+        0.1  # served accuracy on held-out samples may trail the minimum by this
+    )
+    promotion_max_error_rate: float = 0.01  # Prometheus gate (when prometheus_url is set)
+    promotion_max_p95_seconds: float = 0.25
+    promotion_rollout_timeout_seconds: int = 900
+    promotion_poll_seconds: float = 2.0
+    promotion_lease_seconds: int = 7200
 
 
 def _coerce(raw: str, current: object) -> object:

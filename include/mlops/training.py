@@ -34,50 +34,87 @@ def training_params() -> dict[str, Param]:
     """The trigger form / REST ``conf`` contract. Each field has a title and a description."""
     return {
         "model_name": Param(
-            "digits-mlp", type="string", pattern=MODEL_NAME_PATTERN, title="Model name",
+            "digits-mlp",
+            type="string",
+            pattern=MODEL_NAME_PATTERN,
+            title="Model name",
             description="Registry name of the model: lowercase letters, digits and dashes (3-40 chars).",
         ),
         "dataset_uri": Param(
-            "builtin://sklearn/digits", type="string", pattern=DATASET_URI_PATTERN, title="Dataset URI",
+            "builtin://sklearn/digits",
+            type="string",
+            pattern=DATASET_URI_PATTERN,
+            title="Dataset URI",
             description="Training data: s3://bucket/prefix, or builtin://sklearn/digits for the bundled set.",
         ),
         "epochs": Param(
-            10, type="integer", minimum=1, maximum=1000, title="Epochs",
+            10,
+            type="integer",
+            minimum=1,
+            maximum=1000,
+            title="Epochs",
             description="Passes over the training data (at least 1).",
         ),
         "learning_rate": Param(
-            0.001, type="number", exclusiveMinimum=0, maximum=10, title="Learning rate",
+            0.001,
+            type="number",
+            exclusiveMinimum=0,
+            maximum=10,
+            title="Learning rate",
             description="Optimizer step size; must be greater than 0.",
         ),
         "batch_size": Param(
-            64, type="integer", minimum=1, maximum=65536, title="Batch size",
+            64,
+            type="integer",
+            minimum=1,
+            maximum=65536,
+            title="Batch size",
             description="Samples per optimizer step.",
         ),
         "compute_profile": Param(
-            "gpu-small", type="string", enum=list(PROFILE_NAMES), title="Compute profile",
+            "gpu-small",
+            type="string",
+            enum=list(PROFILE_NAMES),
+            title="Compute profile",
             description="Node pool and resources: cpu (no GPU), gpu-small (1-2 GPUs), gpu-large (1-8), "
             "gpu-spot (1-4, preemptible, resumes from checkpoints).",
         ),
         "gpus": Param(
-            None, type=["null", "integer"], minimum=0, maximum=8, title="GPU count",
+            None,
+            type=["null", "integer"],
+            minimum=0,
+            maximum=8,
+            title="GPU count",
             description="GPUs for the pod (0-8). Empty takes the profile's default; it must fit the profile.",
         ),
         "image": Param(
-            DEFAULT_IMAGE, type="string", pattern=IMAGE_PATTERN, title="Trainer image",
+            DEFAULT_IMAGE,
+            type="string",
+            pattern=IMAGE_PATTERN,
+            title="Trainer image",
             description="Container image reference (registry/name:tag or @sha256). "
             "The default is the project's trainer image.",
         ),
         "timeout_minutes": Param(
-            240, type="integer", minimum=1, maximum=10080, title="Timeout (minutes)",
+            240,
+            type="integer",
+            minimum=1,
+            maximum=10080,
+            title="Timeout (minutes)",
             description="The pod's active deadline; it is stopped and the run fails after this long.",
         ),
         "extra_args": Param(
-            [], type="array", items={"type": "string", "pattern": EXTRA_ARG_PATTERN}, maxItems=32,
+            [],
+            type="array",
+            items={"type": "string", "pattern": EXTRA_ARG_PATTERN},
+            maxItems=32,
             title="Extra trainer arguments",
             description="Additional --flag or --flag=value arguments passed to the trainer.",
         ),
         "retry_on_training_failure": Param(
-            False, type="boolean", title="Retry training failures",
+            False,
+            type="boolean",
+            title="Retry training failures",
             description="Also retry when the training code itself fails (non-zero exit). "
             "Off: only infrastructure failures (eviction, preemption, lost node, image pull) are retried.",
         ),
@@ -125,10 +162,14 @@ def plan_run(params: dict[str, Any], run_id: str, logical_date: Any, settings: S
     version = version_for_run(run_id, logical_date)
     bucket = settings.artifacts_bucket
     arguments = [
-        "--epochs", str(int(params["epochs"])),
-        "--learning-rate", repr(float(params["learning_rate"])),
-        "--batch-size", str(int(params["batch_size"])),
-        "--dataset-uri", str(params["dataset_uri"]),
+        "--epochs",
+        str(int(params["epochs"])),
+        "--learning-rate",
+        repr(float(params["learning_rate"])),
+        "--batch-size",
+        str(int(params["batch_size"])),
+        "--dataset-uri",
+        str(params["dataset_uri"]),
         *[str(a) for a in params.get("extra_args") or []],
     ]
     return RunPlan(
@@ -161,7 +202,9 @@ def register_candidate(plan: dict[str, Any], lineage: dict[str, Any], settings: 
     try:
         raw = s3.get_object(Bucket=settings.artifacts_bucket, Key=key)["Body"].read()
     except s3.exceptions.NoSuchKey:
-        raise ValueError(f"metrics.json missing at {uri}: the trainer did not finish writing its outputs") from None
+        raise ValueError(
+            f"metrics.json missing at {uri}: the trainer did not finish writing its outputs"
+        ) from None
     try:
         metrics = validate_metrics(raw)
     except ValueError as exc:

@@ -52,13 +52,25 @@ def test_rest_trigger_runs_a_training_pod_shaped_by_the_conf_and_registers_the_c
 
     wait_for_dag(api, DAG_ID)
     kube.create(
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mlops-trainer-s3", "namespace": E2E_NAMESPACE},
-         "stringData": {"aws_access_key_id": "mlops-dev", "aws_secret_access_key": "mlops-dev-secret"}}
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "mlops-trainer-s3", "namespace": E2E_NAMESPACE},
+            "stringData": {"aws_access_key_id": "mlops-dev", "aws_secret_access_key": "mlops-dev-secret"},
+        }
     )
     image = "registry.example.com/mlops/trainer:e2e"
     kube.register_image(image, LocalProcess(argv=[sys.executable, "-m", "mlops.trainer"]))
-    conf = {"model_name": "digits-e2e", "epochs": 3, "batch_size": 32, "learning_rate": 0.01,
-            "compute_profile": "gpu-small", "gpus": 2, "image": image, "extra_args": ["--seed=7"]}
+    conf = {
+        "model_name": "digits-e2e",
+        "epochs": 3,
+        "batch_size": 32,
+        "learning_rate": 0.01,
+        "compute_profile": "gpu-small",
+        "gpus": 2,
+        "image": image,
+        "extra_args": ["--seed=7"],
+    }
 
     started = time.monotonic()
     run = ac.DagRunApi(api).trigger_dag_run(DAG_ID, ac.TriggerDAGRunPostBody(logical_date=None, conf=conf))
@@ -66,8 +78,14 @@ def test_rest_trigger_runs_a_training_pod_shaped_by_the_conf_and_registers_the_c
     while pod_post is None and time.monotonic() - started < 60:
         posts = kube.requests_matching("POST", rf"/namespaces/{E2E_NAMESPACE}/pods$")
         # Unpausing also starts the nightly schedule's run: pick this trigger's pod by its RUN_ID.
-        pod_post = next((p for p in posts if {"name": "RUN_ID", "value": run.dag_run_id}
-                         in p.body["spec"]["containers"][0]["env"]), None)
+        pod_post = next(
+            (
+                p
+                for p in posts
+                if {"name": "RUN_ID", "value": run.dag_run_id} in p.body["spec"]["containers"][0]["env"]
+            ),
+            None,
+        )
         time.sleep(0.05)
     latency = time.monotonic() - started
     assert pod_post is not None, "no pod reached the Kubernetes API"
@@ -83,8 +101,13 @@ def test_rest_trigger_runs_a_training_pod_shaped_by_the_conf_and_registers_the_c
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert container["resources"]["requests"]["nvidia.com/gpu"] == "2"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    secret_refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
-    assert secret_refs == {"AWS_ACCESS_KEY_ID": "mlops-trainer-s3", "AWS_SECRET_ACCESS_KEY": "mlops-trainer-s3"}
+    secret_refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e
+    }
+    assert secret_refs == {
+        "AWS_ACCESS_KEY_ID": "mlops-trainer-s3",
+        "AWS_SECRET_ACCESS_KEY": "mlops-trainer-s3",
+    }
 
     deadline = time.monotonic() + 180
     state = None
@@ -96,6 +119,8 @@ def test_rest_trigger_runs_a_training_pod_shaped_by_the_conf_and_registers_the_c
     assert state == "success"
     version = env["MODEL_VERSION"]
     entry = json.loads(
-        s3_client.get_object(Bucket="mlops-artifacts", Key=f"registry/digits-e2e/versions/{version}.json")["Body"].read()
+        s3_client.get_object(Bucket="mlops-artifacts", Key=f"registry/digits-e2e/versions/{version}.json")[
+            "Body"
+        ].read()
     )
     assert entry["status"] == "candidate" and entry["lineage"]["run_id"] == run.dag_run_id

@@ -64,8 +64,13 @@ class Standalone:
         }
         log = open(self.home / "standalone.log", "wb")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
-            [str(venv_bin / "airflow"), "standalone"], env=env, cwd=str(self.home), stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True, restore_signals=True,
+            [str(venv_bin / "airflow"), "standalone"],
+            env=env,
+            cwd=str(self.home),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            restore_signals=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -85,8 +90,10 @@ class Standalone:
 
     def token(self) -> str:
         req = urllib.request.Request(
-            f"{self.url}/auth/token", data=json.dumps({"username": ADMIN[0], "password": ADMIN[1]}).encode(),
-            headers={"Content-Type": "application/json"}, method="POST",
+            f"{self.url}/auth/token",
+            data=json.dumps({"username": ADMIN[0], "password": ADMIN[1]}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
         )
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())["access_token"]

@@ -24,9 +24,7 @@ def test_postgres_dump_restore_round_trip_keeps_rows(pg_cluster, pg_database, tm
     pg_cluster.execute("CREATE TABLE models (id int primary key, name text)", pg_database)
     pg_cluster.execute("INSERT INTO models SELECT g, 'm' || g FROM generate_series(1, 250) g", pg_database)
     dump = tmp_path / "db.dump"
-    subprocess.run(
-        [str(PG_BIN / "pg_dump"), "-Fc", "-f", str(dump), pg_cluster.dsn(pg_database)], check=True
-    )
+    subprocess.run([str(PG_BIN / "pg_dump"), "-Fc", "-f", str(dump), pg_cluster.dsn(pg_database)], check=True)
     target = pg_cluster.create_database("restore")
     subprocess.run(
         [str(PG_BIN / "pg_restore"), "--no-owner", "-d", pg_cluster.dsn(target), str(dump)], check=True
@@ -63,5 +61,7 @@ def test_pagerduty_receiver_serves_https_only_with_its_own_ca(pagerduty):
     assert pagerduty.url.startswith("https://")
     with pytest.raises(requests.exceptions.SSLError):
         requests.post(f"{pagerduty.url}/v2/enqueue", json={}, timeout=5)
-    ok = requests.post(f"{pagerduty.url}/v2/enqueue", json={"dedup_key": "k"}, timeout=5, verify=pagerduty.ca_path)
+    ok = requests.post(
+        f"{pagerduty.url}/v2/enqueue", json={"dedup_key": "k"}, timeout=5, verify=pagerduty.ca_path
+    )
     assert ok.status_code == 202 and ok.json()["dedup_key"] == "k"

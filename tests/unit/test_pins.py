@@ -59,5 +59,7 @@ def test_installed_environment_matches_the_pins_exactly():
     have = installed()
     wrong = {n: (v, have.get(n)) for n, v in pins.items() if have.get(n) != v}
     unpinned = sorted(set(have) - set(pins) - _UNPINNED_OK)
-    assert not wrong, f"installed versions drift from the pins (pin, installed): {wrong}; run `make test` to resync"
+    assert not wrong, (
+        f"installed versions drift from the pins (pin, installed): {wrong}; run `make test` to resync"
+    )
     assert not unpinned, f"installed but not pinned (add to a pin file or uninstall): {unpinned}"

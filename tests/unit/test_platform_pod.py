@@ -1,4 +1,4 @@
-"""The KubernetesPodOperator wrapper renders a pod that a 1.30 API server accepts, with the platform defaults."""
+"""The KubernetesPodOperator wrapper renders a pod a 1.30 API server accepts, with the platform defaults."""
 
 from __future__ import annotations
 
@@ -13,11 +13,17 @@ def _pod(monkeypatch, **kwargs) -> dict:
     from kubernetes.client import ApiClient
 
     monkeypatch.setenv("MLOPS_TRAINING_NAMESPACE", "ml-training")
-    defaults = dict(task_id="train_model", image="registry.example.com/trainer:1", arguments=["--epochs", "3"],
-                    compute_profile="gpu-large", gpus="4", model_name="Digits MLP",
-                    env_vars={"MODEL_NAME": "digits", "OPTIONAL": ""},
-                    secret_env={"AWS_ACCESS_KEY_ID": ("mlops-trainer-s3", "aws_access_key_id")},
-                    active_deadline_seconds="600")
+    defaults = dict(
+        task_id="train_model",
+        image="registry.example.com/trainer:1",
+        arguments=["--epochs", "3"],
+        compute_profile="gpu-large",
+        gpus="4",
+        model_name="Digits MLP",
+        env_vars={"MODEL_NAME": "digits", "OPTIONAL": ""},
+        secret_env={"AWS_ACCESS_KEY_ID": ("mlops-trainer-s3", "aws_access_key_id")},
+        active_deadline_seconds="600",
+    )
     with DAG("policy_probe", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
         op = PlatformPodOperator(**{**defaults, **kwargs})
     return ApiClient().sanitize_for_serialization(op.build_pod_request_obj(dry_run=True))
@@ -35,8 +41,11 @@ def test_pod_runs_restricted(monkeypatch):
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert container["securityContext"] == {
-        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"},
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
@@ -52,14 +61,20 @@ def test_gpu_profile_resolves_to_equal_requests_and_limits_and_gpu_placement(mon
     assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == "4"
     assert spec["nodeSelector"] == {"mlops.io/pool": "gpu"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
-    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-    assert terms[0]["matchExpressions"] == [{"key": "mlops.io/gpu-class", "operator": "In", "values": ["large"]}]
+    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert terms[0]["matchExpressions"] == [
+        {"key": "mlops.io/gpu-class", "operator": "In", "values": ["large"]}
+    ]
     assert spec["priorityClassName"] == "mlops-training"
 
 
 def test_spot_profile_tolerates_the_spot_taint_at_lower_priority(monkeypatch):
     spec = _pod(monkeypatch, compute_profile="gpu-spot", gpus=None)["spec"]
-    assert {"key": "mlops.io/spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in spec["tolerations"]
+    assert {"key": "mlops.io/spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in spec[
+        "tolerations"
+    ]
     assert spec["priorityClassName"] == "mlops-training-preemptible"
     assert spec["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
@@ -79,7 +94,8 @@ def test_credentials_come_only_from_secret_references_and_empty_optional_env_is_
     container = _pod(monkeypatch)["spec"]["containers"][0]
     env = {e["name"]: e for e in container["env"]}
     assert env["AWS_ACCESS_KEY_ID"] == {
-        "name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "mlops-trainer-s3", "key": "aws_access_key_id"}}
+        "name": "AWS_ACCESS_KEY_ID",
+        "valueFrom": {"secretKeyRef": {"name": "mlops-trainer-s3", "key": "aws_access_key_id"}},
     }
     assert "OPTIONAL" not in env
     assert not any("SECRET" in name and "value" in e for name, e in env.items())

@@ -40,8 +40,12 @@ class PagerDutyEventsHook(PagerdutyEventsHook):
         self.ca_bundle = extra.get("ca_bundle") or True
 
     def client(self) -> pagerduty.EventsApiV2Client:
-        verify = ssl.create_default_context(cafile=self.ca_bundle) if isinstance(self.ca_bundle, str) else True
-        client = pagerduty.EventsApiV2Client(self.integration_key, base_url=self.events_url.rstrip("/"), verify=verify)
+        verify = (
+            ssl.create_default_context(cafile=self.ca_bundle) if isinstance(self.ca_bundle, str) else True
+        )
+        client = pagerduty.EventsApiV2Client(
+            self.integration_key, base_url=self.events_url.rstrip("/"), verify=verify
+        )
         client.sleep_timer = _backoff_seconds()
         client.retry[429] = 5  # bounded: an alert that cannot be delivered must not hang the task forever
         client.retry[500] = 3
@@ -53,7 +57,11 @@ class PagerDutyEventsHook(PagerdutyEventsHook):
         return self.client().send_event(**data)
 
     def create_change_event(  # type: ignore[override]
-        self, summary: str, source: str = "airflow", custom_details: Any | None = None, links: Any = None,
+        self,
+        summary: str,
+        source: str = "airflow",
+        custom_details: Any | None = None,
+        links: Any = None,
         **_: Any,
     ) -> Any:
         """Send a change event (e.g. a promotion) to the Change Events API."""

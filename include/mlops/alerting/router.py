@@ -36,8 +36,18 @@ class AlertRouter:
 
     settings: Settings = field(default_factory=get_settings)
 
-    def slack(self, title: str, sections: list[str], context: list[str] | None = None,
-              ctx: dict[str, Any] | None = None) -> bool:
+    def configured(self, channel: str) -> bool:
+        """Whether ``channel`` ("slack" or "pagerduty") has a connection; if not, alerts go to the log."""
+        conn_ids = {"slack": self.settings.slack_conn_id, "pagerduty": self.settings.pagerduty_conn_id}
+        return _configured(conn_ids[channel])
+
+    def slack(
+        self,
+        title: str,
+        sections: list[str],
+        context: list[str] | None = None,
+        ctx: dict[str, Any] | None = None,
+    ) -> bool:
         """Post a Block Kit message; ``title`` doubles as the notification text."""
         conn_id = self.settings.slack_conn_id
         if not _configured(conn_id):
@@ -50,9 +60,19 @@ class AlertRouter:
             return False
         return True
 
-    def pagerduty(self, *, action: str, dedup_key: str, summary: str = "", severity: str = "error",
-                  source: str = "airflow", custom_details: Any = None, links: list[dict[str, str]] | None = None,
-                  component: str | None = None, group: str | None = None) -> bool:
+    def pagerduty(
+        self,
+        *,
+        action: str,
+        dedup_key: str,
+        summary: str = "",
+        severity: str = "error",
+        source: str = "airflow",
+        custom_details: Any = None,
+        links: list[dict[str, str]] | None = None,
+        component: str | None = None,
+        group: str | None = None,
+    ) -> bool:
         """Send an Events API v2 trigger or resolve with a stable ``dedup_key``."""
         if severity not in SEVERITIES:
             raise ValueError(f"severity: must be one of {SEVERITIES}, got {severity!r}")
@@ -63,20 +83,40 @@ class AlertRouter:
         try:
             hook = PagerDutyEventsHook(pagerduty_events_conn_id=conn_id)
             if action == "trigger":
-                hook.send_event(summary=summary, severity=severity, source=source, action=action,
-                                dedup_key=dedup_key, custom_details=custom_details, links=links,
-                                component=component, group=group)
+                hook.send_event(
+                    summary=summary,
+                    severity=severity,
+                    source=source,
+                    action=action,
+                    dedup_key=dedup_key,
+                    custom_details=custom_details,
+                    links=links,
+                    component=component,
+                    group=group,
+                )
             else:
                 # resolve/acknowledge carry only the key; prepare_event_data still wants a summary.
-                hook.send_event(summary=summary or dedup_key, severity=severity, source=source,
-                                action=action, dedup_key=dedup_key)
+                hook.send_event(
+                    summary=summary or dedup_key,
+                    severity=severity,
+                    source=source,
+                    action=action,
+                    dedup_key=dedup_key,
+                )
         except Exception:
-            log.exception("PagerDuty %s could not be delivered (connection %s): %s", action, conn_id, dedup_key)
+            log.exception(
+                "PagerDuty %s could not be delivered (connection %s): %s", action, conn_id, dedup_key
+            )
             return False
         return True
 
-    def pagerduty_change(self, summary: str, custom_details: Any = None,
-                         links: list[dict[str, str]] | None = None, source: str = "airflow") -> bool:
+    def pagerduty_change(
+        self,
+        summary: str,
+        custom_details: Any = None,
+        links: list[dict[str, str]] | None = None,
+        source: str = "airflow",
+    ) -> bool:
         """Send a change event (deployments, promotions, rollbacks)."""
         conn_id = self.settings.pagerduty_conn_id
         if not _configured(conn_id):

@@ -33,16 +33,22 @@ def message_blocks(title: str, sections: list[str], context: list[str] | None = 
         dropped = len(sections) - room + 1
         sections = [*sections[: room - 1], f"… and {dropped} more"]
     for text in sections:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": truncate(text, MAX_SECTION_TEXT)}})
+        blocks.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": truncate(text, MAX_SECTION_TEXT)}}
+        )
     if context:
         elements = [{"type": "mrkdwn", "text": truncate(c, MAX_SECTION_TEXT)} for c in context[:10]]
         blocks.append({"type": "context", "elements": elements})
     return blocks
 
 
-def slack_notifier(conn_id: str, text: str, blocks: list[dict[str, Any]] | None = None) -> SlackWebhookNotifier:
+def slack_notifier(
+    conn_id: str, text: str, blocks: list[dict[str, Any]] | None = None
+) -> SlackWebhookNotifier:
     """A provider ``SlackWebhookNotifier`` with the project's retry policy."""
     return SlackWebhookNotifier(
-        slack_webhook_conn_id=conn_id, text=truncate(text, MAX_SECTION_TEXT), blocks=blocks,
+        slack_webhook_conn_id=conn_id,
+        text=truncate(text, MAX_SECTION_TEXT),
+        blocks=blocks,
         retry_handlers=retry_handlers(),
     )

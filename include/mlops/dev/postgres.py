@@ -1,5 +1,8 @@
 """Throwaway PostgreSQL 15 clusters from the installed server binaries (tests and `make run`).
 
+Every subprocess here runs a fixed argv of the installed PostgreSQL binaries (ruff S603 is
+silenced per call for that reason).
+
 ``initdb`` and ``postgres`` refuse to run as root, so as root the cluster is
 run as the ``postgres`` system user. The cluster listens on 127.0.0.1 on a
 free port with trust authentication; it is for tests and the laptop only.
@@ -50,23 +53,48 @@ class PostgresCluster:
             shutil.chown(self.base_dir, "postgres", "postgres")
         self.port = self.port or _free_port()
         if not (self.data_dir / "PG_VERSION").exists():
-            subprocess.run(
-                _as_cluster_user([str(PG_BIN / "initdb"), "-D", str(self.data_dir), "-U", self.user,
-                                  "--auth=trust", "--no-sync", "-E", "UTF8"]),
-                check=True, capture_output=True,
+            subprocess.run(  # noqa: S603
+                _as_cluster_user(
+                    [
+                        str(PG_BIN / "initdb"),
+                        "-D",
+                        str(self.data_dir),
+                        "-U",
+                        self.user,
+                        "--auth=trust",
+                        "--no-sync",
+                        "-E",
+                        "UTF8",
+                    ]
+                ),
+                check=True,
+                capture_output=True,
             )
         opts = f"-p {self.port} -k {self.base_dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        subprocess.run(
-            _as_cluster_user([str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-o", opts,
-                              "-l", str(self.base_dir / "server.log"), "-w", "start"]),
-            check=True, capture_output=True,
+        subprocess.run(  # noqa: S603
+            _as_cluster_user(
+                [
+                    str(PG_BIN / "pg_ctl"),
+                    "-D",
+                    str(self.data_dir),
+                    "-o",
+                    opts,
+                    "-l",
+                    str(self.base_dir / "server.log"),
+                    "-w",
+                    "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
         )
         return self
 
     def stop(self) -> None:
-        subprocess.run(
+        subprocess.run(  # noqa: S603
             _as_cluster_user([str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]),
-            check=False, capture_output=True,
+            check=False,
+            capture_output=True,
         )
 
     def dsn(self, dbname: str = "postgres") -> str:
@@ -86,8 +114,12 @@ class PostgresCluster:
     def wait_ready(self, timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if subprocess.run([str(PG_BIN / "pg_isready"), "-h", self.host, "-p", str(self.port)],
-                              capture_output=True).returncode == 0:
+            if (
+                subprocess.run(  # noqa: S603
+                    [str(PG_BIN / "pg_isready"), "-h", self.host, "-p", str(self.port)], capture_output=True
+                ).returncode
+                == 0
+            ):
                 return
             time.sleep(0.1)
         raise TimeoutError(f"postgres on port {self.port} not ready")

@@ -59,8 +59,13 @@ def _start_s3(port: int) -> str:
     endpoint = f"http://127.0.0.1:{port}"
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                      aws_access_key_id="mlops-dev", aws_secret_access_key="mlops-dev-secret")  # noqa: S106
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="mlops-dev",
+        aws_secret_access_key="mlops-dev-secret",  # noqa: S106 - the local moto server's dev key
+    )
     for bucket in ("mlops-artifacts", "mlops-backups"):
         s3.create_bucket(Bucket=bucket)
     return endpoint
@@ -96,8 +101,12 @@ def _stop_group(proc: subprocess.Popen[bytes], grace: float = 30) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cluster", choices=["auto", "simulated"], default=os.environ.get("CLUSTER") or "auto")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--cluster", choices=["auto", "simulated"], default=os.environ.get("CLUSTER") or "auto"
+    )
     parser.add_argument("--port", type=int, default=int(os.environ.get("AIRFLOW_PORT", "8080")))
     parser.add_argument("--s3-port", type=int, default=int(os.environ.get("S3_PORT", "9090")))
     parser.add_argument("--home", default=os.environ.get("MLOPS_DEV_HOME", str(REPO_ROOT / ".dev")))
@@ -130,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
 
         sim = KubeSim()
         sim.start()
-        values["KUBECONFIG"] = sim.write_kubeconfig(str(home / "kubeconfig-simulated"), namespace="ml-training")
+        values["KUBECONFIG"] = sim.write_kubeconfig(
+            str(home / "kubeconfig-simulated"), namespace="ml-training"
+        )
         for ns in ("ml-training", "ml-serving"):
             sim.create_namespace(ns)
         _log("*** SIMULATED Kubernetes cluster (test harness, no real pods) at " + sim.url + " ***")
@@ -141,9 +152,11 @@ def main(argv: list[str] | None = None) -> int:
             values["KUBECONFIG"] = kubeconfig
             _log(f"Kubernetes: using the current context {context!r} from {kubeconfig}")
         else:
-            _log("Kubernetes: no cluster answered from the current kubeconfig context. Training and "
-                 "promotion tasks will fail until one does: see README 'Kubernetes on a laptop (kind)', "
-                 "or run `make run CLUSTER=simulated` for a clearly labelled simulated cluster.")
+            _log(
+                "Kubernetes: no cluster answered from the current kubeconfig context. Training and "
+                "promotion tasks will fail until one does: see README 'Kubernetes on a laptop (kind)', "
+                "or run `make run CLUSTER=simulated` for a clearly labelled simulated cluster."
+            )
 
     passwords = airflow_home / "simple_auth_manager_passwords.json"
     passwords.write_text(json.dumps({ADMIN_USER: ADMIN_PASSWORD}))
@@ -173,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     # A fresh session and default SIGINT handling: Ctrl-C reaches only this launcher,
     # which then shuts standalone down in order (FACTS.md: backgrounded jobs ignore SIGINT).
     proc = subprocess.Popen(  # noqa: S603 - fixed argv
-        [str(venv_bin / "airflow"), "standalone"], env=env, cwd=str(airflow_home), start_new_session=True,
+        [str(venv_bin / "airflow"), "standalone"],
+        env=env,
+        cwd=str(airflow_home),
+        start_new_session=True,
         restore_signals=True,
     )
     try:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import sys
 import threading
-import types
 import time
+import types
 from datetime import timedelta
 
 import pytest
@@ -34,9 +34,14 @@ def training_dag():
 @pytest.fixture
 def cluster(airflow_db, kube, kube_conn, s3_conn, s3_client, alert_conns, monkeypatch):
     """A namespace with the trainer's S3 Secret, and the artifacts bucket on the S3 server."""
-    kube.create({"apiVersion": "v1", "kind": "Secret",
-                 "metadata": {"name": "mlops-trainer-s3", "namespace": kube_conn},
-                 "stringData": {"aws_access_key_id": "mlops-dev", "aws_secret_access_key": "mlops-dev-secret"}})
+    kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "mlops-trainer-s3", "namespace": kube_conn},
+            "stringData": {"aws_access_key_id": "mlops-dev", "aws_secret_access_key": "mlops-dev-secret"},
+        }
+    )
     bucket = f"artifacts-{kube_conn}"
     s3_client.create_bucket(Bucket=bucket)
     monkeypatch.setenv("MLOPS_ARTIFACTS_BUCKET", bucket)
@@ -60,15 +65,27 @@ def test_pod_success_streams_logs_into_the_task_log_registers_the_candidate_and_
     training_dag, cluster, kube, s3_client, capfd
 ):
     kube.register_image(REAL, LocalProcess(argv=[sys.executable, "-m", "mlops.trainer"]))
-    dr, tis = _run(training_dag, {"model_name": "digits-int", "epochs": 2, "compute_profile": "cpu",
-                                  "image": REAL, "batch_size": 64, "learning_rate": 0.01})
+    dr, tis = _run(
+        training_dag,
+        {
+            "model_name": "digits-int",
+            "epochs": 2,
+            "compute_profile": "cpu",
+            "image": REAL,
+            "batch_size": 64,
+            "learning_rate": 0.01,
+        },
+    )
 
     assert dr.state == "success", {k: t.state for k, t in tis.items()}
     out = capfd.readouterr()
     assert "epoch" in (out.out + out.err).lower()  # trainer lines streamed into the task log
     plan = tis["plan_run"].xcom_pull(task_ids="plan_run")
-    entry = json.loads(s3_client.get_object(
-        Bucket=cluster["bucket"], Key=f"registry/digits-int/versions/{plan['model_version']}.json")["Body"].read())
+    entry = json.loads(
+        s3_client.get_object(
+            Bucket=cluster["bucket"], Key=f"registry/digits-int/versions/{plan['model_version']}.json"
+        )["Body"].read()
+    )
     assert entry["status"] == "candidate"
     assert entry["lineage"]["run_id"] == dr.run_id and entry["lineage"]["image"] == REAL
 
@@ -95,8 +112,15 @@ def test_training_code_failure_fails_the_task_without_spending_retries(training_
 
 def test_training_failure_is_retried_when_the_run_asks_for_it(training_dag, cluster, kube):
     kube.register_image(SCRIPTED, ScriptedContainer(logs=["flaky"], exit_code=1))
-    dr, tis = _run(training_dag, {"model_name": "digits-flaky", "compute_profile": "cpu", "image": SCRIPTED,
-                                  "retry_on_training_failure": True})
+    dr, tis = _run(
+        training_dag,
+        {
+            "model_name": "digits-flaky",
+            "compute_profile": "cpu",
+            "image": SCRIPTED,
+            "retry_on_training_failure": True,
+        },
+    )
     assert dr.state == "failed"
     assert tis["train_model"].try_number == 4  # 1 + 3 retries
     assert len(_pods_posted(kube, cluster["namespace"])) == 4
@@ -104,9 +128,11 @@ def test_training_failure_is_retried_when_the_run_asks_for_it(training_dag, clus
 
 def test_a_503_on_the_first_pod_read_is_survived(training_dag, cluster, kube):
     kube.register_image(SCRIPTED, ScriptedContainer(logs=["ok"], exit_code=0))
-    kube.faults.add(method="GET", path=rf"/namespaces/{cluster['namespace']}/pods/[^/]+$", status=503, times=1)
+    kube.faults.add(
+        method="GET", path=rf"/namespaces/{cluster['namespace']}/pods/[^/]+$", status=503, times=1
+    )
     dr, tis = _run(training_dag, {"model_name": "digits-503", "compute_profile": "cpu", "image": SCRIPTED})
-    # The pod ran to success despite the 503; registration then fails since a scripted trainer writes no metrics.
+    # The pod ran to success despite the 503; registration then fails: a scripted trainer writes no metrics.
     assert tis["train_model"].state == "success"
     assert any(r.status == 503 for r in kube.requests)
     assert tis["register_candidate"].state == "failed"
@@ -129,8 +155,16 @@ def test_eviction_mid_run_retries_and_resumes_from_the_checkpoint(training_dag, 
 
     evictor = threading.Thread(target=evict_after_first_checkpoint, daemon=True)
     evictor.start()
-    dr, tis = _run(training_dag, {"model_name": "digits-evict", "epochs": 6, "compute_profile": "gpu-spot",
-                                  "image": REAL, "extra_args": ["--checkpoint-every=1"]})
+    dr, tis = _run(
+        training_dag,
+        {
+            "model_name": "digits-evict",
+            "epochs": 6,
+            "compute_profile": "gpu-spot",
+            "image": REAL,
+            "extra_args": ["--checkpoint-every=1"],
+        },
+    )
     evictor.join(timeout=5)
 
     assert dr.state == "success", {k: t.state for k, t in tis.items()}
@@ -186,7 +220,9 @@ def test_a_timed_out_task_deletes_its_pod(training_dag, cluster, kube):
     train.execution_timeout = timedelta(seconds=4)
     train.retries = 0
     try:
-        dr, tis = _run(training_dag, {"model_name": "digits-timeout", "compute_profile": "cpu", "image": SCRIPTED})
+        dr, tis = _run(
+            training_dag, {"model_name": "digits-timeout", "compute_profile": "cpu", "image": SCRIPTED}
+        )
     finally:
         train.execution_timeout, train.retries = original, 3
     assert tis["train_model"].state == "failed"

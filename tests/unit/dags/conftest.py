@@ -37,7 +37,7 @@ def parsed() -> ParsedDags:
         "airflow.sdk.bases.hook.BaseHook.get_connection": "BaseHook.get_connection",
         "airflow.sdk.definitions.connection.Connection.get": "Connection.get",
         "airflow.sdk.definitions.variable.Variable.get": "Variable.get",
-        "airflow.models.connection.Connection.get_connection_from_secrets": "Connection.get_connection_from_secrets",
+        "airflow.models.connection.Connection.get_connection_from_secrets": "Connection.from_secrets",
         "airflow.models.variable.Variable.get": "Variable.get(models)",
     }
     patches = [mock.patch(target, side_effect=trap(name)) for target, name in targets.items()]

@@ -45,7 +45,9 @@ def test_every_dag_has_an_owner_other_than_the_default(parsed):
 
 def test_tags_come_from_the_vocabulary_with_one_capability(parsed):
     for dag in _dags(parsed):
-        assert set(dag.tags) <= tags.VOCABULARY, f"{dag.dag_id}: unknown tags {set(dag.tags) - tags.VOCABULARY}"
+        assert set(dag.tags) <= tags.VOCABULARY, (
+            f"{dag.dag_id}: unknown tags {set(dag.tags) - tags.VOCABULARY}"
+        )
         assert len(set(dag.tags) & tags.CAPABILITIES) == 1, f"{dag.dag_id}: needs exactly one capability tag"
 
 

@@ -11,9 +11,17 @@ from mlops.settings import Settings
 from mlops.training import DEFAULT_IMAGE, plan_run, training_params
 
 VALID = {
-    "model_name": "digits-mlp", "dataset_uri": "builtin://sklearn/digits", "epochs": 3, "learning_rate": 0.01,
-    "batch_size": 32, "compute_profile": "gpu-small", "gpus": None, "image": DEFAULT_IMAGE,
-    "timeout_minutes": 30, "extra_args": [], "retry_on_training_failure": False,
+    "model_name": "digits-mlp",
+    "dataset_uri": "builtin://sklearn/digits",
+    "epochs": 3,
+    "learning_rate": 0.01,
+    "batch_size": 32,
+    "compute_profile": "gpu-small",
+    "gpus": None,
+    "image": DEFAULT_IMAGE,
+    "timeout_minutes": 30,
+    "extra_args": [],
+    "retry_on_training_failure": False,
 }
 
 
@@ -37,9 +45,19 @@ def test_defaults_are_valid():
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("epochs", 0), ("learning_rate", 0), ("learning_rate", -1.0), ("gpus", 9), ("gpus", -1),
-     ("compute_profile", "gpu-huge"), ("model_name", "Bad Name"), ("image", "UPPER/Case:tag"),
-     ("dataset_uri", "http://example.com/data"), ("extra_args", ["rm -rf /"]), ("batch_size", 0)],
+    [
+        ("epochs", 0),
+        ("learning_rate", 0),
+        ("learning_rate", -1.0),
+        ("gpus", 9),
+        ("gpus", -1),
+        ("compute_profile", "gpu-huge"),
+        ("model_name", "Bad Name"),
+        ("image", "UPPER/Case:tag"),
+        ("dataset_uri", "http://example.com/data"),
+        ("extra_args", ["rm -rf /"]),
+        ("batch_size", 0),
+    ],
 )
 def test_invalid_values_are_refused_naming_the_field(field, value):
     with pytest.raises(Exception, match=field):
@@ -48,7 +66,12 @@ def test_invalid_values_are_refused_naming_the_field(field, value):
 
 @pytest.mark.parametrize(
     "image",
-    ["ghcr.io/mlops-airflow/trainer:0.1.0", "localhost:5000/trainer", "trainer@sha256:" + "a" * 64, "python:3.11-slim"],
+    [
+        "ghcr.io/mlops-airflow/trainer:0.1.0",
+        "localhost:5000/trainer",
+        "trainer@sha256:" + "a" * 64,
+        "python:3.11-slim",
+    ],
 )
 def test_image_references_are_accepted(image):
     assert _validate({"image": image})["image"] == image
@@ -66,7 +89,9 @@ def test_plan_fixes_version_and_uris_per_run_so_a_retry_reuses_them():
     assert first == again
     assert first.gpus == 1  # the gpu-small default
     assert first.artifact_uri == f"s3://mlops-artifacts/models/digits-mlp/versions/{first.model_version}/"
-    assert first.checkpoint_uri == f"s3://mlops-artifacts/models/digits-mlp/checkpoints/{first.model_version}/"
+    assert (
+        first.checkpoint_uri == f"s3://mlops-artifacts/models/digits-mlp/checkpoints/{first.model_version}/"
+    )
     assert first.active_deadline_seconds == 1800
     assert first.arguments[:6] == ["--epochs", "3", "--learning-rate", "0.01", "--batch-size", "32"]
 

@@ -1,0 +1,291 @@
+"""The alert state machine and where its state lives between runs.
+
+Per check and target, like Alertmanager with Prometheus ``for:``::
+
+    ok --fail--> pending --N consecutive fails--> firing --ok--> resolved --delivered--> (gone)
+                    \\--ok--> (gone, nobody was told)
+
+Each alert remembers, per channel (PagerDuty, Slack), what still has to be delivered:
+``trigger_pending`` -> ``triggered`` -> ``resolve_pending`` -> done. A delivery that
+fails stays pending and is retried by the next attempt, so the state never records
+an alert as delivered when it was not. Firing again while a resolve is still
+undelivered cancels the resolve: the incident was never closed.
+
+Where the state lives: one JSON object in S3 (``health_state_bucket`` /
+``health_state_key``), written with conditional requests (``If-Match`` on the ETag
+read, ``If-None-Match: *`` for the first write).
+
+- Durable and shared: any worker (KubernetesExecutor pods included) reads the same
+  object; nothing depends on a worker's disk.
+- Safe: ``max_active_runs=1`` already serialises runs; the conditional write turns any
+  other writer (a manual ``dags test``, a second deployment) into a loud conflict
+  instead of a silently lost update.
+- Separate from the metadata DB: alert state survives a metadata DB restore or
+  migration, and the health DAG can still page while the metadata DB is struggling.
+  An Airflow Variable would put a hot, frequently rewritten JSON blob in that DB
+  with no compare-and-swap.
+- Readable by people and tools (``aws s3 cp ... -``), and testable against the S3
+  server the tests already run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from mlops.alerting.slack import truncate
+from mlops.health.config import CheckSpec
+from mlops.health.results import SweepReport
+
+log = logging.getLogger(__name__)
+
+DEDUP_PREFIX = "mlops-health"
+TRIGGER_PENDING, TRIGGERED, RESOLVE_PENDING = "trigger_pending", "triggered", "resolve_pending"
+PENDING, FIRING, RESOLVED = "pending", "firing", "resolved"
+_SUMMARY_LIMIT = 1000
+_DETAILS_LIMIT = 4000
+_DEDUP_LIMIT = 255  # PagerDuty's maximum dedup_key length
+
+
+def dedup_key(check: str, target: str) -> str:
+    """The stable PagerDuty ``dedup_key`` of one check and target (hashed when too long)."""
+    key = f"{DEDUP_PREFIX}/{check}/{target}"
+    if len(key) <= _DEDUP_LIMIT:
+        return key
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return f"{key[: _DEDUP_LIMIT - 17]}#{digest}"
+
+
+def _now_iso(now: datetime) -> str:
+    return now.astimezone(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class AlertRecord:
+    """What the state remembers about one check and target that is failing or was alerting."""
+
+    check: str
+    target: str
+    status: str = PENDING
+    consecutive_failures: int = 0
+    severity: str = "error"
+    pages: bool = True
+    summary: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    first_failed_at: str | None = None
+    last_failed_at: str | None = None
+    fired_at: str | None = None
+    resolved_at: str | None = None
+    fired_run_id: str | None = None
+    pagerduty: str | None = None
+    slack: str | None = None
+
+    @property
+    def dedup_key(self) -> str:
+        return dedup_key(self.check, self.target)
+
+    @property
+    def undelivered(self) -> bool:
+        return self.pagerduty in (TRIGGER_PENDING, RESOLVE_PENDING) or self.slack in (
+            TRIGGER_PENDING,
+            RESOLVE_PENDING,
+        )
+
+    def fire(self, now: datetime, run_id: str) -> None:
+        self.status, self.fired_at, self.fired_run_id, self.resolved_at = FIRING, _now_iso(now), run_id, None
+        channels = ("pagerduty", "slack") if self.pages else ("slack",)
+        for channel in channels:
+            current = getattr(self, channel)
+            # A resolve that never went out means the incident is still open there: keep it.
+            setattr(self, channel, TRIGGERED if current in (RESOLVE_PENDING, TRIGGERED) else TRIGGER_PENDING)
+
+    def recover(self, now: datetime) -> None:
+        if self.status == FIRING:
+            self.resolved_at = _now_iso(now)
+        self.status, self.consecutive_failures = RESOLVED, 0
+        for channel in ("pagerduty", "slack"):
+            current = getattr(self, channel)
+            # A trigger that never went out needs no resolve.
+            setattr(self, channel, RESOLVE_PENDING if current in (TRIGGERED, RESOLVE_PENDING) else None)
+
+
+@dataclass
+class Transition:
+    """A state change worth telling people about."""
+
+    kind: str  # "fired" | "resolved"
+    key: str
+
+
+@dataclass
+class AlertState:
+    """Every alert record, keyed by ``check/target``, plus run bookkeeping."""
+
+    alerts: dict[str, AlertRecord] = field(default_factory=dict)
+    last_run_id: str | None = None
+    last_digest_date: str | None = None
+    updated_at: str | None = None
+
+    def to_json(self) -> bytes:
+        data = {
+            "version": 1,
+            "last_run_id": self.last_run_id,
+            "last_digest_date": self.last_digest_date,
+            "updated_at": self.updated_at,
+            "alerts": {k: asdict(v) for k, v in sorted(self.alerts.items())},
+        }
+        return json.dumps(data, indent=1, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> AlertState:
+        data = json.loads(raw)
+        return cls(
+            alerts={k: AlertRecord(**v) for k, v in data.get("alerts", {}).items()},
+            last_run_id=data.get("last_run_id"),
+            last_digest_date=data.get("last_digest_date"),
+            updated_at=data.get("updated_at"),
+        )
+
+    def firing(self) -> list[AlertRecord]:
+        return sorted((a for a in self.alerts.values() if a.status == FIRING), key=lambda a: a.fired_at or "")
+
+
+def _clip_details(details: dict[str, Any]) -> dict[str, Any]:
+    text = json.dumps(details, default=str)
+    return details if len(text) <= _DETAILS_LIMIT else {"truncated": text[:_DETAILS_LIMIT]}
+
+
+def apply_report(
+    state: AlertState,
+    report: SweepReport,
+    specs: Iterable[CheckSpec],
+    run_id: str,
+    now: datetime | None = None,
+) -> list[Transition]:
+    """Advance every alert with one sweep's results; return the transitions it caused.
+
+    Idempotent per ``run_id``: applying the same run twice (a task retry) changes
+    nothing, so a retry can never double-count a failure.
+    """
+    now = now or datetime.now(UTC)
+    if state.last_run_id == run_id:
+        log.info("alert state already includes run %s; only pending deliveries are retried", run_id)
+        return []
+    by_name = {s.name: s for s in specs}
+    transitions: list[Transition] = []
+    seen: set[str] = set()
+    for result in report.results:
+        key = f"{result.check}/{result.target}"
+        seen.add(key)
+        record = state.alerts.get(key)
+        spec = by_name.get(result.check)
+        if result.ok:
+            if record is not None and record.status != RESOLVED:
+                was_firing = record.status == FIRING
+                record.recover(now)
+                if was_firing:
+                    transitions.append(Transition("resolved", key))
+            continue
+        if record is None:
+            record = state.alerts[key] = AlertRecord(result.check, result.target)
+        if record.status == RESOLVED:
+            record.status, record.consecutive_failures = PENDING, 0
+        if record.consecutive_failures == 0:
+            record.first_failed_at = _now_iso(now)
+        record.consecutive_failures += 1
+        record.last_failed_at = _now_iso(now)
+        record.summary = truncate(result.summary, _SUMMARY_LIMIT)
+        record.details = _clip_details(result.details)
+        record.severity = result.severity or (spec.severity if spec else "error")
+        record.pages = spec.pages if spec else True
+        threshold = spec.failures_before_alert if spec else 1
+        if record.status == PENDING and record.consecutive_failures >= threshold:
+            record.fire(now, run_id)
+            transitions.append(Transition("fired", key))
+    # A target that a completed check no longer reports (or a check no longer configured) is healthy.
+    for key, record in state.alerts.items():
+        if key in seen or record.status == RESOLVED:
+            continue
+        if record.check in report.completed or record.check not in by_name:
+            was_firing = record.status == FIRING
+            record.recover(now)
+            if was_firing:
+                transitions.append(Transition("resolved", key))
+    prune(state)
+    state.last_run_id = run_id
+    state.updated_at = _now_iso(now)
+    return transitions
+
+
+def prune(state: AlertState) -> None:
+    """Forget recovered alerts that have nothing left to deliver."""
+    for key in [k for k, a in state.alerts.items() if a.status == RESOLVED and not a.undelivered]:
+        del state.alerts[key]
+
+
+class StateConflictError(RuntimeError):
+    """Another writer changed the alert state since it was read."""
+
+
+class S3StateStore:
+    """The alert state as one JSON object in S3, read and written with compare-and-swap."""
+
+    def __init__(self, bucket: str, key: str, aws_conn_id: str) -> None:
+        self.bucket, self.key, self.aws_conn_id = bucket, key, aws_conn_id
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> S3StateStore:
+        return cls(
+            settings.health_state_bucket or settings.artifacts_bucket,
+            settings.health_state_key,
+            settings.aws_conn_id,
+        )
+
+    def _client(self) -> Any:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        from botocore.config import Config
+
+        config = Config(connect_timeout=10, read_timeout=30, retries={"max_attempts": 5, "mode": "standard"})
+        return S3Hook(aws_conn_id=self.aws_conn_id, config=config).get_conn()
+
+    def load(self) -> tuple[AlertState, str | None]:
+        """The stored state and its ETag; an empty state and ``None`` when nothing is stored yet."""
+        client = self._client()
+        try:
+            obj = client.get_object(Bucket=self.bucket, Key=self.key)
+        except client.exceptions.NoSuchKey:
+            return AlertState(), None
+        return AlertState.from_json(obj["Body"].read()), obj["ETag"]
+
+    def save(self, state: AlertState, etag: str | None) -> str:
+        """Write ``state`` only if the object is still at ``etag``; returns the new ETag.
+
+        Raises :class:`StateConflictError` when another writer got there first.
+        """
+        from botocore.exceptions import ClientError
+
+        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        try:
+            answer = self._client().put_object(
+                Bucket=self.bucket,
+                Key=self.key,
+                Body=state.to_json(),
+                ContentType="application/json",
+                **condition,
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in (
+                "PreconditionFailed",
+                "412",
+                "ConditionalRequestConflict",
+            ):
+                raise StateConflictError(
+                    f"s3://{self.bucket}/{self.key} changed since it was read; is another health run writing?"
+                ) from exc
+            raise
+        return answer["ETag"]

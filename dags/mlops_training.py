@@ -21,6 +21,10 @@ event on the `model_candidates` asset, which schedules `mlops_promotion`.
    non-zero exit of the training code fails at once unless `retry_on_training_failure`.
 3. `register_candidate`: validates `metrics.json` and records the candidate.
 
+## Alerts
+Task failures go to Slack and PagerDuty; a run not finished 8 h after it was queued raises a
+deadline alert through the same routing (the run itself keeps going until `dagrun_timeout`).
+
 ## Triage
 - `plan_run` failed: the message names the parameter; trigger again with a valid value.
 - `train_model` failed with "application failure": read the trainer's log lines above the
@@ -42,7 +46,7 @@ from airflow.sdk import dag, get_current_context, task
 
 from mlops import tags
 from mlops.assets import MODEL_CANDIDATES
-from mlops.callbacks import failure_callbacks
+from mlops.callbacks import deadline_alert, failure_callbacks
 from mlops.pods import PlatformPodOperator
 from mlops.training import training_params
 
@@ -57,6 +61,9 @@ def _plan(field: str) -> str:
     catchup=False,
     max_active_runs=4,
     dagrun_timeout=timedelta(days=7, hours=1),
+    # The run budget: a default run (4 h pod deadline) plus retries fits; a run still going
+    # after 8 h pages through the same routing as failures, while it keeps running.
+    deadline=deadline_alert(timedelta(hours=8), name="training_run_budget"),
     params=training_params(),
     tags=[tags.TRAINING, tags.GPU, tags.KUBERNETES, tags.SCHEDULED, tags.API_TRIGGERED],
     doc_md=__doc__,

@@ -1,0 +1,1 @@
+"""Kubernetes manifest templates (``templates/``) and their renderer (``render``)."""

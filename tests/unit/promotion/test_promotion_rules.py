@@ -1,0 +1,170 @@
+"""The pure rules of a promotion: rollout completeness, leases, gates and the request."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import pytest
+
+from mlops import analysis, bluegreen
+from mlops.promotion import candidate_from_events, promotion_params
+
+
+def deployment(generation=2, observed=2, desired=2, updated=2, ready=2, available=2, total=2, conditions=()):
+    return {
+        "metadata": {"generation": generation},
+        "spec": {"replicas": desired, "progressDeadlineSeconds": 60},
+        "status": {
+            "observedGeneration": observed,
+            "replicas": total,
+            "updatedReplicas": updated,
+            "readyReplicas": ready,
+            "availableReplicas": available,
+            "conditions": list(conditions),
+        },
+    }
+
+
+def test_a_rollout_is_complete_only_when_every_count_matches_the_observed_spec():
+    assert bluegreen.rollout_status(deployment())[0] == "complete"
+    assert bluegreen.rollout_status(deployment(ready=1))[0] == "progressing"
+    assert bluegreen.rollout_status(deployment(available=1))[0] == "progressing"
+    assert bluegreen.rollout_status(deployment(updated=1))[0] == "progressing"
+    assert bluegreen.rollout_status(deployment(total=3))[0] == "progressing"  # an old pod is still there
+
+
+def test_a_stale_status_is_never_complete_even_when_its_counts_match():
+    state, why = bluegreen.rollout_status(deployment(generation=3, observed=2))
+    assert state == "progressing" and "observedGeneration 2 < generation 3" in why
+
+
+def test_progress_deadline_exceeded_fails_the_rollout_but_only_for_the_observed_spec():
+    deadline = {
+        "type": "Progressing",
+        "status": "False",
+        "reason": "ProgressDeadlineExceeded",
+        "message": 'ReplicaSet "m-green-1" has timed out progressing.',
+    }
+    state, why = bluegreen.rollout_status(deployment(ready=0, available=0, conditions=[deadline]))
+    assert state == "failed" and "progress deadline (60 s) exceeded" in why
+    assert (
+        bluegreen.rollout_status(deployment(generation=3, observed=2, conditions=[deadline]))[0]
+        == "progressing"
+    )
+
+
+def test_the_idle_color_is_the_other_one_and_blue_on_a_first_deployment():
+    assert bluegreen.other_color("blue") == "green"
+    assert bluegreen.other_color("green") == "blue"
+    assert bluegreen.other_color(None) == "blue"
+
+
+def lease_service(holder: str, expires: datetime) -> dict:
+    return {
+        "metadata": {
+            "annotations": {
+                bluegreen.LEASE: json.dumps(
+                    {"holder": holder, "expires": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}
+                )
+            }
+        }
+    }
+
+
+def test_a_live_lease_of_another_holder_blocks_an_expired_or_own_one_does_not():
+    future, past = datetime.now(UTC) + timedelta(hours=1), datetime.now(UTC) - timedelta(minutes=1)
+    assert bluegreen._lease_blocks(bluegreen.lease_of(lease_service("a", future)), "b")
+    assert not bluegreen._lease_blocks(bluegreen.lease_of(lease_service("a", future)), "a")
+    assert not bluegreen._lease_blocks(bluegreen.lease_of(lease_service("a", past)), "b")
+    assert not bluegreen._lease_blocks(None, "b")
+
+
+def test_the_active_color_is_read_from_the_selector_and_none_means_never_switched():
+    assert bluegreen.service_color({"spec": {"selector": {"color": "green"}}}) == "green"
+    assert bluegreen.service_color({"spec": {"selector": {"color": "none"}}}) is None
+    assert bluegreen.service_color(None) is None
+
+
+GATES = analysis.Gates(min_accuracy=0.85, accuracy_tolerance=0.02)
+
+
+@pytest.mark.parametrize(
+    ("candidate", "production", "ok", "detail"),
+    [
+        (0.95, None, True, "no production yet"),
+        (0.95, 0.96, True, "production 0.9600"),
+        (0.85, None, True, ">= 0.8500"),
+        (0.84, None, False, "accuracy 0.8400 < minimum 0.8500"),
+        (0.90, 0.95, False, "worse than production's 0.9500 by more than 0.0200"),
+        (None, 0.95, False, "no accuracy"),
+    ],
+)
+def test_quality_gate_needs_the_minimum_and_at_most_the_tolerance_below_production(
+    candidate, production, ok, detail
+):
+    check = analysis.quality_gate(candidate, production, GATES)
+    assert check.ok is ok and detail in check.detail
+
+
+def test_prometheus_gate_fails_on_error_rate_or_p95_and_passes_a_window_without_traffic():
+    gates = analysis.Gates(max_error_rate=0.01, max_p95_seconds=0.25)
+    assert analysis.evaluate_prometheus({"error_rate": 0.0, "p95_seconds": 0.01}, gates).ok
+    bad = analysis.evaluate_prometheus({"error_rate": 0.05, "p95_seconds": 0.4}, gates)
+    assert (
+        not bad.ok
+        and "error rate 0.0500 > 0.0100" in bad.detail
+        and "p95 latency 0.400 s > 0.250 s" in bad.detail
+    )
+    empty = analysis.evaluate_prometheus({"error_rate": None, "p95_seconds": None}, gates)
+    assert empty.ok and "no data" in empty.detail
+
+
+def test_prometheus_queries_select_the_candidate_version():
+    queries = analysis.PrometheusGate("http://prom:9090", window="2m").queries("digits", "v2")
+    assert (
+        'mlops_model_requests_total{model="digits",version="v2",status=~"5.."}[2m]' in queries["error_rate"]
+    )
+    assert queries["p95_seconds"].startswith("histogram_quantile(0.95, sum by (le)")
+
+
+def test_samples_json_must_pair_inputs_with_labels():
+    samples = analysis.Samples.parse({"inputs": [[0.0] * 64, [1.0] * 64], "labels": [3, 4]})
+    assert samples.labels == [3, 4] and len(samples.inputs[0]) == 64
+    with pytest.raises(ValueError, match="same, non-zero length"):
+        analysis.Samples.parse({"inputs": [[0.0] * 64], "labels": [1, 2]})
+
+
+def test_a_failed_gate_names_every_failed_check():
+    report = analysis.AnalysisReport(
+        "pre-promotion",
+        [analysis.Check("ready", True, "200"), analysis.Check("smoke", False, "answered 500")],
+    )
+    with pytest.raises(analysis.GateFailed, match="pre-promotion analysis failed: smoke: answered 500"):
+        report.raise_if_failed()
+
+
+def test_an_asset_triggered_run_takes_model_and_version_from_the_newest_event():
+    events = {
+        "model_candidates": [
+            SimpleNamespace(extra={"model": "digits", "version": "v1"}),
+            SimpleNamespace(extra={"model": "digits", "version": "v2"}),
+        ]
+    }
+    assert candidate_from_events(events) == {"model": "digits", "version": "v2"}
+    assert candidate_from_events(None) == {}
+
+
+def test_the_trigger_form_offers_every_documented_option():
+    params = promotion_params()
+    assert set(params) == {
+        "model",
+        "version",
+        "auto_promote",
+        "analysis_duration_seconds",
+        "scale_down_delay_seconds",
+        "dry_run",
+        "rollback",
+    }
+    assert params["scale_down_delay_seconds"].value == 30 and params["auto_promote"].value is True

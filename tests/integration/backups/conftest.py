@@ -1,0 +1,42 @@
+"""Fixtures of the backup tests: the dump tools, a bucket behind the AWS connection, a seeded database."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.harness.postgres import PG_BIN
+
+
+@pytest.fixture
+def pg_bin(monkeypatch) -> str:
+    """The PostgreSQL 15 client binaries, through the project's ``MLOPS_PG_BIN`` setting."""
+    monkeypatch.setenv("MLOPS_PG_BIN", str(PG_BIN))
+    return str(PG_BIN)
+
+
+@pytest.fixture
+def backup_bucket(monkeypatch, s3_conn, s3_bucket) -> str:
+    """A fresh bucket that the project's ``backup_bucket`` setting names, reached through ``aws_default``."""
+    monkeypatch.setenv("MLOPS_BACKUP_BUCKET", s3_bucket)
+    return s3_bucket
+
+
+@pytest.fixture
+def seeded_db(pg_cluster, pg_conn) -> str:
+    """The ``platform_postgres`` database with a few tables, a schema, an empty table and odd names."""
+    db = pg_conn
+    pg_cluster.execute(
+        """
+        CREATE TABLE models (id int PRIMARY KEY, name text NOT NULL);
+        CREATE TABLE runs (id bigserial PRIMARY KEY, model_id int REFERENCES models(id), metrics jsonb);
+        CREATE SCHEMA registry;
+        CREATE TABLE registry."Stage Names" (stage text);
+        CREATE TABLE registry.empty_table (x int);
+        INSERT INTO models SELECT g, 'model-' || g FROM generate_series(1, 250) g;
+        INSERT INTO runs (model_id, metrics) SELECT 1 + g % 250, jsonb_build_object('loss', g)
+            FROM generate_series(1, 1200) g;
+        INSERT INTO registry."Stage Names" VALUES ('staging'), ('production'), ('archived');
+        """,
+        db,
+    )
+    return db

@@ -20,6 +20,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from mlops.samples import parse_samples
+
 log = logging.getLogger(__name__)
 
 
@@ -155,19 +157,9 @@ class Samples:
 
     @classmethod
     def parse(cls, doc: Any) -> Samples:
-        """Read ``samples.json``: ``{"inputs": [[64 floats], ...], "labels": [int, ...]}``."""
-        if not isinstance(doc, dict):
-            raise ValueError("samples.json must be a JSON object")
-        inputs = doc.get("inputs", doc.get("instances"))
-        labels = doc.get("labels")
-        if (
-            not isinstance(inputs, list)
-            or not isinstance(labels, list)
-            or len(inputs) != len(labels)
-            or not inputs
-        ):
-            raise ValueError('samples.json needs "inputs" and "labels" lists of the same, non-zero length')
-        return cls([list(map(float, row)) for row in inputs], [int(y) for y in labels])
+        """Read ``samples.json`` (format: :mod:`mlops.samples`)."""
+        inputs, labels = parse_samples(doc)
+        return cls(inputs, labels)
 
 
 def load_samples(s3_client: Any, artifact_uri: str) -> Samples:

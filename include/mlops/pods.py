@@ -108,7 +108,8 @@ class PlatformPodOperator(KubernetesPodOperator):
             "AIRFLOW_TASK_ID": "{{ task.task_id }}",
             "AIRFLOW_RUN_ID": "{{ run_id }}",
             "AIRFLOW_TRY_NUMBER": "{{ ti.try_number }}",
-            "AIRFLOW_TS": "{{ ts }}",
+            # REST-triggered runs may have no logical date (no `ts`): fall back to when the run was due.
+            "AIRFLOW_TS": "{{ ts if ts is defined else dag_run.run_after.isoformat() }}",
             **(env_vars or {}),
         }
         kwargs.setdefault("name", kwargs.get("task_id", "task").replace("_", "-"))

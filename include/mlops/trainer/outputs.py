@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 import mlops
+from mlops import samples
 from mlops.trainer.config import TrainerConfig
 from mlops.trainer.data import CLASSES, FEATURES, PIXEL_MAX, Dataset
 from mlops.trainer.loop import TrainResult
@@ -138,15 +139,14 @@ def samples_document(model: DigitsMLP, data: Dataset, count: int = SAMPLE_COUNT)
     x = data.x_test[:count]
     cpu = copy.deepcopy(model).to("cpu").float().eval()
     predicted = cpu(torch.from_numpy(x)).argmax(dim=1).tolist()
-    return {
-        "input_name": INPUT_NAME,
-        "output_name": OUTPUT_NAME,
-        "preprocessing": f"pixels / {PIXEL_MAX}",
-        "samples": [
-            {"input": [round(float(v), 6) for v in row], "label": int(label), "predicted": int(pred)}
-            for row, label, pred in zip(x, data.y_test[:count], predicted, strict=True)
-        ],
-    }
+    return samples.samples_document(
+        x.tolist(),
+        data.y_test[:count].tolist(),
+        predicted,
+        input_name=INPUT_NAME,
+        output_name=OUTPUT_NAME,
+        preprocessing=f"pixels / {PIXEL_MAX}",
+    )
 
 
 def dumps(doc: dict[str, Any]) -> bytes:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mlops.analysis import Samples
 from mlops.registry import artifact_uri, checkpoint_uri, validate_metrics
 
 MODEL, VERSION = "digits-mlp", "v20261127t020000-1a2b3c4d"
@@ -148,6 +149,8 @@ def test_the_onnx_model_on_s3_predicts_the_held_out_samples_with_onnxruntime(
     predicted = logits.argmax(axis=1).tolist()
     assert predicted == [s["predicted"] for s in samples["samples"]], "ONNX must agree with the trained model"
     labels = [s["label"] for s in samples["samples"]]
+    # The promotion's smoke gate reads the same file (one format: mlops.samples).
+    assert Samples.parse(samples).labels == labels
     assert np.mean(np.array(predicted) == np.array(labels)) >= 0.85
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from mlops import analysis, bluegreen
 from mlops.promotion import candidate_from_events, promotion_params
+from mlops.samples import samples_document
 
 
 def deployment(generation=2, observed=2, desired=2, updated=2, ready=2, available=2, total=2, conditions=()):
@@ -130,10 +131,12 @@ def test_prometheus_queries_select_the_candidate_version():
 
 
 def test_samples_json_must_pair_inputs_with_labels():
-    samples = analysis.Samples.parse({"inputs": [[0.0] * 64, [1.0] * 64], "labels": [3, 4]})
+    samples = analysis.Samples.parse(samples_document([[0.0] * 64, [1.0] * 64], [3, 4]))
     assert samples.labels == [3, 4] and len(samples.inputs[0]) == 64
-    with pytest.raises(ValueError, match="same, non-zero length"):
-        analysis.Samples.parse({"inputs": [[0.0] * 64], "labels": [1, 2]})
+    with pytest.raises(ValueError, match="same length"):
+        samples_document([[0.0] * 64], [1, 2])
+    with pytest.raises(ValueError, match=r'samples\[0\] needs an "input" list'):
+        analysis.Samples.parse({"samples": [{"label": 1}]})
 
 
 def test_a_failed_gate_names_every_failed_check():

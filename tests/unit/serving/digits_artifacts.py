@@ -12,6 +12,8 @@ import json
 
 import numpy as np
 
+from mlops.samples import samples_document
+
 
 @functools.cache
 def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -122,7 +124,7 @@ def upload_version(
         "model.onnx": onnx_bytes(quality),
         "metrics.json": json.dumps(metrics(acc)).encode(),
         "model_card.json": json.dumps({"model": model, "version": version, "framework": "onnx"}).encode(),
-        "samples.json": json.dumps({"inputs": inputs, "labels": labels}).encode(),
+        "samples.json": json.dumps(samples_document(inputs, labels)).encode(),
     }
     for name, body in files.items():
         s3_client.put_object(Bucket=bucket, Key=prefix + name, Body=body)

@@ -25,12 +25,16 @@ run: $(STAMP)
 test: $(STAMP) system-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## system-deps: Debian packages the test command needs (promtool), installed when missing
+## system-deps: Debian packages the test command needs (promtool, chromium), installed when missing
 system-deps:
 	@command -v promtool >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  else echo "promtool missing: install Debian's 'prometheus' package"; fi; }
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else echo "chromium missing: install Debian's 'chromium' package (the browser test drives it)"; fi; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -14,19 +14,20 @@ event on the `model_candidates` asset, which schedules `mlops_promotion`.
   A bad value is refused with HTTP 400 naming the field; no run is created.
 
 ## Tasks
-1. `plan_run`: cross-field checks (GPU count vs compute profile), model version, S3 URIs.
-2. `train_model`: the trainer pod (restricted security context, Secret-only credentials,
-   logs streamed here). Infrastructure failures (eviction, preemption, lost node, image
-   pull) are retried with exponential backoff and resume from the newest checkpoint; a
-   non-zero exit of the training code fails at once unless `retry_on_training_failure`.
-3. `register_candidate`: validates `metrics.json` and records the candidate.
+1. `train_model`: plans the run first (cross-field checks such as GPU count vs compute
+   profile; model version; S3 URIs), then runs the trainer pod (restricted security context,
+   Secret-only credentials, logs streamed here). Infrastructure failures (eviction,
+   preemption, lost node, image pull) are retried with exponential backoff and resume from
+   the newest checkpoint; a non-zero exit of the training code fails at once unless
+   `retry_on_training_failure`.
+2. `register_candidate`: validates `metrics.json` and records the candidate.
 
 ## Alerts
 Task failures go to Slack and PagerDuty; a run not finished 8 h after it was queued raises a
 deadline alert through the same routing (the run itself keeps going until `dagrun_timeout`).
 
 ## Triage
-- `plan_run` failed: the message names the parameter; trigger again with a valid value.
+- `train_model` failed before any pod: the message names the parameter; trigger again with a valid value.
 - `train_model` failed with "application failure": read the trainer's log lines above the
   error (the pod's termination message is included). Fix the code/data, then re-run.
 - `train_model` retried: look for `Evicted`/`NodeLost`/`ImagePullBackOff` in the pod events
@@ -47,12 +48,7 @@ from airflow.sdk import dag, get_current_context, task
 from mlops import tags
 from mlops.assets import MODEL_CANDIDATES
 from mlops.callbacks import deadline_alert, failure_callbacks
-from mlops.pods import PlatformPodOperator
-from mlops.training import training_params
-
-
-def _plan(field: str) -> str:
-    return "{{ ti.xcom_pull(task_ids='plan_run')['" + field + "'] }}"
+from mlops.training import TrainingPodOperator, training_params
 
 
 @dag(
@@ -75,39 +71,8 @@ def _plan(field: str) -> str:
     },
 )
 def mlops_training():
-    @task(retries=0)
-    def validate_and_plan() -> dict:
-        """Cross-field checks and the run's identity (no network: nothing to retry)."""
-        from mlops.settings import get_settings
-        from mlops.training import plan_run
-
-        ctx = get_current_context()
-        return plan_run(ctx["params"], ctx["run_id"], ctx.get("logical_date"), get_settings()).as_dict()
-
-    plan = validate_and_plan.override(task_id="plan_run")()
-
-    train = PlatformPodOperator(
+    train = TrainingPodOperator(
         task_id="train_model",
-        image=_plan("image"),
-        arguments=plan["arguments"],
-        compute_profile=_plan("compute_profile"),
-        gpus=_plan("gpus"),
-        model_name=_plan("model_name"),
-        active_deadline_seconds=_plan("active_deadline_seconds"),
-        retry_application_failures="{{ params.retry_on_training_failure }}",
-        env_vars={
-            "RUN_ID": "{{ run_id }}",
-            "MODEL_NAME": _plan("model_name"),
-            "MODEL_VERSION": _plan("model_version"),
-            "ARTIFACT_URI": _plan("artifact_uri"),
-            "CHECKPOINT_URI": _plan("checkpoint_uri"),
-            "TRAINER_IMAGE": _plan("image"),
-            "AWS_ENDPOINT_URL": _plan("s3_endpoint"),
-        },
-        secret_env={
-            "AWS_ACCESS_KEY_ID": (_plan("s3_secret"), "aws_access_key_id"),
-            "AWS_SECRET_ACCESS_KEY": (_plan("s3_secret"), "aws_secret_access_key"),
-        },
         # Infrastructure failures only (see mlops.pod_failures); the backoff spaces out
         # retries while a node pool recovers.
         retries=3,
@@ -117,12 +82,13 @@ def mlops_training():
     )
 
     @task(outlets=[MODEL_CANDIDATES])
-    def register_candidate(plan: dict) -> dict:
+    def register_candidate() -> dict:
         """Validate metrics.json, register the candidate and announce it on the asset."""
         from mlops.settings import get_settings
         from mlops.training import register_candidate as register
 
         ctx = get_current_context()
+        plan = ctx["ti"].xcom_pull(task_ids="train_model", key="plan")
         lineage = {
             "dag_id": ctx["dag"].dag_id,
             "run_id": ctx["run_id"],
@@ -139,8 +105,7 @@ def mlops_training():
         }
         return entry
 
-    train >> register_candidate(plan)
-    plan >> train
+    train >> register_candidate()
 
 
 mlops_training()

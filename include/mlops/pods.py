@@ -204,7 +204,18 @@ class PlatformPodOperator(KubernetesPodOperator):
         self._final_pod = remote_pod
         super().cleanup(pod, remote_pod, *args, **kwargs)
 
+    def prepare(self, context: Any) -> None:
+        """Hook for subclasses: set run-dependent fields from the context before the pod is built."""
+
+    def add_env(self, env: Mapping[str, str]) -> None:
+        """Add plain environment variables after template rendering (e.g. from :meth:`prepare`)."""
+        current = self.env_vars
+        if isinstance(current, dict):
+            current = [k8s.V1EnvVar(name=k, value=v) for k, v in current.items()]
+        self.env_vars = [*(current or []), *(k8s.V1EnvVar(name=k, value=str(v)) for k, v in env.items())]
+
     def execute(self, context: Any) -> Any:
+        self.prepare(context)
         self._resolve_runtime()
         try:
             return super().execute(context)

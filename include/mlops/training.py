@@ -5,6 +5,8 @@
 - ``plan_run()``: cross-field checks the form cannot express (GPU count against the
   compute profile), and the run's identity: model version, artifact and checkpoint URIs,
   the trainer's arguments and environment.
+- ``TrainingPodOperator``: the training pod. It plans the run when it starts, inside the
+  same task, so a trigger reaches the Kubernetes API after one task start, not two.
 - ``register_candidate()``: validates ``metrics.json`` and records the candidate in the registry.
 """
 
@@ -17,7 +19,8 @@ from typing import Any
 from airflow.sdk import Param
 
 from mlops.compute_profiles import PROFILE_NAMES, get_profile
-from mlops.settings import Settings
+from mlops.pods import PlatformPodOperator
+from mlops.settings import Settings, get_settings
 
 MODEL_NAME_PATTERN = r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$"
 DATASET_URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?|builtin://[a-z0-9/_-]+)$"
@@ -213,3 +216,48 @@ def register_candidate(plan: dict[str, Any], lineage: dict[str, Any], settings: 
     return registry.register_candidate(
         plan["model_name"], plan["model_version"], metrics, lineage, plan["artifact_uri"]
     )
+
+
+class TrainingPodOperator(PlatformPodOperator):
+    """The trainer's pod, shaped by the run's params (see :func:`training_params`).
+
+    The plan is pushed to XCom under the key ``plan`` for the registration step. A plan
+    that cannot be made (e.g. too many GPUs for the profile) fails the task at once,
+    naming the parameter, without spending retries and before any pod exists.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(image=DEFAULT_IMAGE, **kwargs)
+
+    def prepare(self, context: Any) -> None:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        settings = get_settings()
+        params = context["params"]
+        try:
+            plan = plan_run(params, context["run_id"], context.get("logical_date"), settings)
+        except ValueError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        self.image = plan.image
+        self.arguments = plan.arguments
+        self.compute_profile = plan.compute_profile
+        self.gpus = plan.gpus
+        self.model_name = plan.model_name
+        self.active_deadline_seconds = plan.active_deadline_seconds
+        self.retry_application_failures = bool(params.get("retry_on_training_failure"))
+        self.add_env(
+            {
+                "RUN_ID": context["run_id"],
+                "MODEL_NAME": plan.model_name,
+                "MODEL_VERSION": plan.model_version,
+                "ARTIFACT_URI": plan.artifact_uri,
+                "CHECKPOINT_URI": plan.checkpoint_uri,
+                "TRAINER_IMAGE": plan.image,
+                "AWS_ENDPOINT_URL": plan.s3_endpoint,
+            }
+        )
+        self.secret_env = {
+            "AWS_ACCESS_KEY_ID": (plan.s3_secret, "aws_access_key_id"),
+            "AWS_SECRET_ACCESS_KEY": (plan.s3_secret, "aws_secret_access_key"),
+        }
+        context["ti"].xcom_push(key="plan", value=plan.as_dict())

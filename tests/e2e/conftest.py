@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 
@@ -9,20 +10,75 @@ import pytest
 
 from mlops.dev.connections import connections_env, load_dev_connections
 from tests.conftest import REPO_ROOT
+from tests.harness.kubesim import LocalProcess
 from tests.harness.standalone import Standalone
 
 E2E_NAMESPACE = "e2e-training"
+SERVING_NAMESPACE = "e2e-serving"
+TRAINER_IMAGE = "registry.example.com/mlops/trainer:e2e"
+SERVER_IMAGE = "registry.example.com/mlops/model-server:e2e"
+LOOP_MODEL = "digits-e2e"
+PLATFORM_DB = "platform"
+S3_SECRET = "mlops-s3"
+
+
+def _health_checks(kube_url: str) -> str:
+    """The e2e health checks: the loop model's active Service, through the API server's service proxy."""
+    base = f"{kube_url}/api/v1/namespaces/{SERVING_NAMESPACE}/services/{LOOP_MODEL}/proxy"
+    return f"""
+defaults:
+  timeout_seconds: 5
+  failures_before_alert: 2
+  severity: critical
+checks:
+  - name: model-server-ready
+    type: http
+    description: The live model server has its model loaded and accepts traffic.
+    url: {base}/ready
+    expect_status: [200]
+"""
 
 
 @pytest.fixture(scope="session")
-def standalone(session_dir, s3_server, s3_client, kube, _slack, _pagerduty) -> Iterator[Standalone]:
-    kube.create_namespace(E2E_NAMESPACE)
+def standalone(
+    session_dir, s3_server, s3_client, kube, pg_cluster, _slack, _pagerduty
+) -> Iterator[Standalone]:
+    """`airflow standalone` with the project's DAGs, wired to every harness server.
+
+    The simulated cluster runs the project's own trainer and model server as local processes.
+    """
+    for namespace in (E2E_NAMESPACE, SERVING_NAMESPACE):
+        kube.create_namespace(namespace)
+        kube.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": S3_SECRET, "namespace": namespace},
+                "stringData": {"aws_access_key_id": "mlops-dev", "aws_secret_access_key": "mlops-dev-secret"},
+            }
+        )
+    kube.register_image(TRAINER_IMAGE, LocalProcess(argv=[sys.executable, "-m", "mlops.trainer"]))
+    kube.register_image(
+        SERVER_IMAGE, LocalProcess(argv=[sys.executable, "-m", "mlops.serving"], env={"HOST": "127.0.0.1"})
+    )
     for bucket in ("mlops-artifacts", "mlops-backups"):
         s3_client.create_bucket(Bucket=bucket)
+    pg_cluster.execute(f'CREATE DATABASE "{PLATFORM_DB}"')
+    pg_cluster.execute(
+        "CREATE TABLE runs (id serial primary key, model text, accuracy float);"
+        "INSERT INTO runs (model, accuracy) SELECT 'm' || g, g / 100.0 FROM generate_series(1, 500) g;",
+        PLATFORM_DB,
+    )
+    checks = session_dir / "e2e-health-checks.yaml"
+    checks.write_text(_health_checks(kube.url))
     values = {
         "S3_ENDPOINT": s3_server,
         "KUBECONFIG": kube.kubeconfig,
         "TRAINING_NAMESPACE": E2E_NAMESPACE,
+        "PG_HOST": pg_cluster.host,
+        "PG_PORT": str(pg_cluster.port),
+        "PG_USER": pg_cluster.user,
+        "PG_DATABASE": PLATFORM_DB,
         "SLACK_WEBHOOK_BASE": f"{_slack.url}/services",
         "PAGERDUTY_EVENTS_URL": _pagerduty.url,
         "PAGERDUTY_CA_BUNDLE": _pagerduty.ca_path or "",
@@ -30,8 +86,17 @@ def standalone(session_dir, s3_server, s3_client, kube, _slack, _pagerduty) -> I
     env = {
         **connections_env(load_dev_connections(values)),
         "MLOPS_TRAINING_NAMESPACE": E2E_NAMESPACE,
-        "MLOPS_SERVING_NAMESPACE": E2E_NAMESPACE,
+        "MLOPS_SERVING_NAMESPACE": SERVING_NAMESPACE,
+        "MLOPS_TRAINER_IMAGE": TRAINER_IMAGE,
+        "MLOPS_TRAINER_S3_SECRET": S3_SECRET,
         "MLOPS_TRAINER_S3_ENDPOINT": s3_server,
+        "MLOPS_MODEL_SERVER_IMAGE": SERVER_IMAGE,
+        "MLOPS_MODEL_SERVER_S3_SECRET": S3_SECRET,
+        "MLOPS_MODEL_SERVER_REPLICAS": "1",
+        "MLOPS_MODEL_SERVER_PROGRESS_DEADLINE_SECONDS": "120",
+        "MLOPS_PROMOTION_POLL_SECONDS": "0.5",
+        "MLOPS_PG_BIN": "/usr/lib/postgresql/15/bin",
+        "MLOPS_HEALTH_CHECKS_PATH": str(checks),
     }
     server = Standalone(home=session_dir / "standalone", dags_folder=REPO_ROOT / "dags", env=env)
     try:

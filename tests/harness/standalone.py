@@ -109,7 +109,7 @@ class Standalone:
             return
         try:
             os.killpg(self.proc.pid, signal.SIGINT)
-            self.proc.wait(timeout=30)
+            self.proc.wait(timeout=10)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
         for sig in (signal.SIGTERM, signal.SIGKILL):

@@ -14,12 +14,11 @@ def test_runs_nightly_at_two_utc_without_catchup(parsed):
     assert dag.catchup is False
 
 
-def test_the_pod_task_retries_with_exponential_backoff_and_the_plan_is_checked_first(parsed):
+def test_the_pod_task_retries_with_exponential_backoff_then_registration_follows(parsed):
     dag = _dag(parsed)
     train = dag.get_task("train_model")
     assert train.retries == 3 and train.retry_exponential_backoff
-    assert dag.get_task("plan_run").downstream_task_ids == {"train_model", "register_candidate"}
-    assert dag.get_task("register_candidate").upstream_task_ids == {"plan_run", "train_model"}
+    assert dag.get_task("register_candidate").upstream_task_ids == {"train_model"}
 
 
 def test_registration_announces_candidates_on_the_asset_promotion_listens_to(parsed):

@@ -101,3 +101,56 @@ def test_the_default_image_follows_the_deployment_setting():
     assert plan.image == "registry.internal/trainer:2.0"
     explicit = plan_run({**VALID, "image": "other/trainer:1"}, "r", None, Settings(trainer_image="x/y:1"))
     assert explicit.image == "other/trainer:1"
+
+
+class _TaskInstance:
+    """Stands in for Airflow's runtime task instance: records what the operator pushes to XCom."""
+
+    def __init__(self) -> None:
+        self.pushed: dict = {}
+
+    def xcom_push(self, key: str, value) -> None:
+        self.pushed[key] = value
+
+
+def _training_pod(monkeypatch, params: dict) -> tuple[dict, dict]:
+    from airflow.sdk import DAG
+    from kubernetes.client import ApiClient
+
+    from mlops.training import TrainingPodOperator
+
+    monkeypatch.setenv("MLOPS_TRAINER_S3_ENDPOINT", "http://s3.internal:9000")
+    with DAG("training_probe", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+        op = TrainingPodOperator(task_id="train_model")
+    ti = _TaskInstance()
+    op.prepare(
+        {"params": params, "run_id": "manual__2026-11-27T02:00:00+00:00", "logical_date": None, "ti": ti}
+    )
+    return ApiClient().sanitize_for_serialization(op.build_pod_request_obj(dry_run=True)), ti.pushed
+
+
+def test_the_training_pod_validates_against_kubernetes_1_30_and_carries_the_run_context(monkeypatch):
+    import kubernetes_validate
+
+    pod, pushed = _training_pod(monkeypatch, {**VALID, "compute_profile": "gpu-large", "gpus": 4})
+    kubernetes_validate.validate(pod, "1.30.0", strict=True)
+    container = pod["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    plan = pushed["plan"]
+    assert env["RUN_ID"] == "manual__2026-11-27T02:00:00+00:00"
+    assert env["MODEL_NAME"] == "digits-mlp" and env["MODEL_VERSION"] == plan["model_version"]
+    assert env["ARTIFACT_URI"] == plan["artifact_uri"] and env["CHECKPOINT_URI"] == plan["checkpoint_uri"]
+    assert env["AWS_ENDPOINT_URL"] == "http://s3.internal:9000"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert pod["spec"]["activeDeadlineSeconds"] == 1800
+    assert pod["spec"]["priorityClassName"] == "mlops-training"
+    assert pod["spec"]["serviceAccountName"] == "mlops-trainer"
+    assert pod["metadata"]["labels"]["mlops.io/model"] == "digits-mlp"
+    assert container["args"] == plan["arguments"]
+
+
+def test_a_plan_that_cannot_be_made_fails_the_task_without_retries(monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match="^gpus:"):
+        _training_pod(monkeypatch, {**VALID, "compute_profile": "cpu", "gpus": 2})

@@ -17,6 +17,8 @@ blueGreen strategy, as an Airflow DAG). Also rolls back on request.
 
 ## Tasks
 1. `resolve_request`: model/version (params or asset event), checked in the registry.
+   When several candidates arrived together, this run promotes the newest, and
+   `promote_other_candidates` starts one run per other model (queued behind this one).
 2. `choose_path`: promotion or rollback.
 3. `resolve_active_color`: the active Service's selector; takes the model's lease (a
    second promotion of the same model is refused). A version already active: skip, no change.
@@ -54,6 +56,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import dag, get_current_context, task
 
 from mlops import tags
@@ -100,6 +103,18 @@ def mlops_promotion():
 
         ctx = get_current_context()
         return resolve(ctx["params"], ctx.get("triggering_asset_events"), ctx["dag"].dag_id, ctx["run_id"])
+
+    @task
+    def list_other_candidates() -> list[dict]:
+        """Candidates of other models that arrived in the same batch of asset events."""
+        from mlops.promotion import other_candidates
+
+        return other_candidates(get_current_context().get("triggering_asset_events"))
+
+    # One promotion run each, queued behind this one (max_active_runs=1): no candidate is dropped.
+    TriggerDagRunOperator.partial(
+        task_id="promote_other_candidates", trigger_dag_id="mlops_promotion", wait_for_completion=False
+    ).expand(conf=list_other_candidates())
 
     @task.branch
     def choose_path(request: dict) -> str:

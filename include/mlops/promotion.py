@@ -121,15 +121,35 @@ def resolve_request(
     return request
 
 
-def candidate_from_events(triggering_events: Any) -> dict[str, Any]:
-    """The ``extra`` of the newest triggering asset event (``{}`` for manual/API runs)."""
-    newest: dict[str, Any] = {}
-    for events in (triggering_events or {}).values():
-        for event in events:
-            extra = getattr(event, "extra", None) or {}
-            if extra.get("model"):
-                newest = dict(extra)
+def _candidates_by_model(triggering_events: Any) -> dict[str, dict[str, Any]]:
+    """The newest candidate per model among the triggering asset events, newest model last."""
+    newest: dict[str, dict[str, Any]] = {}
+    events = [e for group in (triggering_events or {}).values() for e in group]
+    events.sort(key=lambda e: str(getattr(e, "timestamp", "") or ""))
+    for event in events:
+        extra = getattr(event, "extra", None) or {}
+        if extra.get("model"):
+            newest.pop(extra["model"], None)  # re-insert: dict order follows the newest event
+            newest[extra["model"]] = dict(extra)
     return newest
+
+
+def candidate_from_events(triggering_events: Any) -> dict[str, Any]:
+    """The ``extra`` of the newest triggering asset event (``{}`` for manual/API runs).
+
+    A run may be triggered by several events (candidates registered while the previous
+    promotion ran): this run promotes the newest; :func:`other_candidates` hands the newest
+    candidate of every other model to a run of its own, so none is dropped.
+    """
+    candidates = _candidates_by_model(triggering_events)
+    return list(candidates.values())[-1] if candidates else {}
+
+
+def other_candidates(triggering_events: Any) -> list[dict[str, Any]]:
+    """``conf`` for one promotion run per other model in the batch (older candidates of the same
+    model are superseded by its newest, as a newer registration of that model would be)."""
+    candidates = list(_candidates_by_model(triggering_events).values())[:-1]
+    return [{"model": c["model"], "version": c["version"]} for c in candidates]
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from mlops import analysis, bluegreen
-from mlops.promotion import candidate_from_events, promotion_params
+from mlops.promotion import candidate_from_events, other_candidates, promotion_params
 from mlops.samples import samples_document
 
 
@@ -157,6 +157,27 @@ def test_an_asset_triggered_run_takes_model_and_version_from_the_newest_event():
     }
     assert candidate_from_events(events) == {"model": "digits", "version": "v2"}
     assert candidate_from_events(None) == {}
+
+
+def test_candidates_of_other_models_in_the_same_batch_get_runs_of_their_own():
+    def event(model: str, version: str, at: str) -> SimpleNamespace:
+        return SimpleNamespace(extra={"model": model, "version": version}, timestamp=at)
+
+    events = {
+        "model_candidates": [
+            event("fraud", "v1", "2026-11-27T10:00:01"),
+            event("digits", "v1", "2026-11-27T10:00:02"),
+            event("fraud", "v2", "2026-11-27T10:00:03"),
+            event("churn", "v7", "2026-11-27T10:00:04"),
+        ]
+    }
+    assert candidate_from_events(events) == {"model": "churn", "version": "v7"}
+    # fraud v1 is superseded by fraud v2; nothing else is dropped.
+    assert other_candidates(events) == [
+        {"model": "digits", "version": "v1"},
+        {"model": "fraud", "version": "v2"},
+    ]
+    assert other_candidates(None) == []
 
 
 def test_the_trigger_form_offers_every_documented_option():

@@ -84,6 +84,8 @@ def mlops_training():
     @task(outlets=[MODEL_CANDIDATES])
     def register_candidate() -> dict:
         """Validate metrics.json, register the candidate and announce it on the asset."""
+        from airflow.sdk.exceptions import AirflowFailException
+
         from mlops.settings import get_settings
         from mlops.training import register_candidate as register
 
@@ -96,7 +98,10 @@ def mlops_training():
             "compute_profile": plan["compute_profile"],
             "gpus": plan["gpus"],
         }
-        entry = register(plan, lineage, get_settings())
+        try:
+            entry = register(plan, lineage, get_settings())
+        except ValueError as exc:  # missing or malformed metrics.json: a retry cannot fix it
+            raise AirflowFailException(str(exc)) from exc
         ctx["outlet_events"][MODEL_CANDIDATES].extra = {
             "model": plan["model_name"],
             "version": plan["model_version"],

@@ -141,6 +141,7 @@ def test_a_503_on_the_first_pod_read_is_survived(training_dag, cluster, kube):
     assert tis["train_model"].state == "success"
     assert any(r.status == 503 for r in kube.requests)
     assert tis["register_candidate"].state == "failed"
+    assert tis["register_candidate"].try_number == 1  # a missing metrics.json is not retried
 
 
 def test_eviction_mid_run_retries_and_resumes_from_the_checkpoint(training_dag, cluster, kube, capfd):

@@ -49,9 +49,8 @@ def test_valid_metrics_register_a_candidate_with_its_lineage(s3_conn, s3_bucket,
         "test_size": 359,
     }
     s3_client.put_object(Bucket=s3_bucket, Key=key, Body=json.dumps(metrics).encode())
-    entry = register_candidate(
-        plan, {"run_id": "manual__1", "dag_id": "mlops_training"}, Settings(artifacts_bucket=s3_bucket)
-    )
+    lineage = {"run_id": "manual__1", "dag_id": "mlops_training", "image": "registry.example.com/trainer:1"}
+    entry = register_candidate(plan, lineage, Settings(artifacts_bucket=s3_bucket))
     assert entry["status"] == "candidate" and entry["metrics"]["accuracy"] == 0.97
     stored = json.loads(
         s3_client.get_object(

@@ -28,6 +28,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def reachable_by_cluster_user(path: Path) -> bool:
+    """Whether the user that runs the cluster can reach ``path`` (as root that is ``postgres``)."""
+    if os.geteuid() != 0:
+        return True
+    probe = path if path.exists() else path.parent
+    while not probe.exists():
+        probe = probe.parent
+    return subprocess.run(_as_cluster_user(["test", "-x", str(probe)]), capture_output=True).returncode == 0  # noqa: S603
+
+
 def _as_cluster_user(cmd: list[str]) -> list[str]:
     if os.geteuid() == 0:
         return ["runuser", "-u", "postgres", "--", *cmd]

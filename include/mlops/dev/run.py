@@ -18,14 +18,17 @@ whole process group is terminated, so no scheduler, API server or worker is orph
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from mlops.dev.connections import connections_env, load_dev_connections
 
@@ -69,6 +72,81 @@ def _start_s3(port: int) -> str:
     for bucket in ("mlops-artifacts", "mlops-backups"):
         s3.create_bucket(Bucket=bucket)
     return endpoint
+
+
+SIM_S3_SECRET = "mlops-s3"  # noqa: S105 - a Secret's name
+
+
+def _start_simulated_cluster(home: Path):
+    """The test harness's simulated Kubernetes API, set up like a platform cluster.
+
+    The project's trainer and model-server images run as local processes, so training,
+    promotion, backups and health can be clicked through in the UI without a cluster.
+    """
+    sys.path.insert(0, str(REPO_ROOT))
+    from mlops.settings import Settings
+    from tests.harness.kubesim import KubeSim, LocalProcess
+
+    sim = KubeSim()
+    sim.start()
+    sim.write_kubeconfig(str(home / "kubeconfig-simulated"), namespace="ml-training")
+    defaults = Settings()
+    for namespace in (defaults.training_namespace, defaults.serving_namespace):
+        sim.create_namespace(namespace)
+        sim.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": SIM_S3_SECRET, "namespace": namespace},
+                "stringData": {"aws_access_key_id": "mlops-dev", "aws_secret_access_key": "mlops-dev-secret"},
+            }
+        )
+    images = {
+        os.environ.get("MLOPS_TRAINER_IMAGE", defaults.trainer_image): "mlops.trainer",
+        os.environ.get("MLOPS_MODEL_SERVER_IMAGE", defaults.model_server_image): "mlops.serving",
+    }
+    for image, module in images.items():
+        sim.register_image(
+            image, LocalProcess(argv=[sys.executable, "-m", module], env={"HOST": "127.0.0.1"})
+        )
+    return sim
+
+
+def configure_kubernetes(
+    mode: str, home: Path, kubeconfig: str | None = None
+) -> tuple[dict[str, str], Any, list[str]]:
+    """Decide where Kubernetes calls go: ``({"KUBECONFIG": ...} or {}, simulated cluster or None, messages)``.
+
+    ``auto`` uses the current kubeconfig context only if it answers, and never falls back to a
+    simulation; ``simulated`` starts the harness's cluster and says so loudly.
+    """
+    if mode == "simulated":
+        sim = _start_simulated_cluster(home)
+        return (
+            {"KUBECONFIG": sim.kubeconfig},
+            sim,
+            [
+                f"*** SIMULATED Kubernetes cluster (test harness, no real pods) at {sim.url} ***",
+                "*** pods of the trainer and model-server images run as local processes on this machine ***",
+            ],
+        )
+    kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+    context = _kube_answers(kubeconfig)
+    if context:
+        return (
+            {"KUBECONFIG": kubeconfig},
+            None,
+            [f"Kubernetes: using the current context {context!r} from {kubeconfig}"],
+        )
+    return (
+        {},
+        None,
+        [
+            "Kubernetes: no cluster answered from the current kubeconfig context. Training and promotion "
+            "tasks will fail until one does: see README 'Kubernetes on a laptop (kind)', or run "
+            "`make run CLUSTER=simulated` for a clearly labelled simulated cluster."
+        ],
+    )
 
 
 def _wait_http(url: str, timeout: float) -> float | None:
@@ -123,40 +201,25 @@ def main(argv: list[str] | None = None) -> int:
     _log(f"local S3 (moto) at {values['S3_ENDPOINT']} with buckets mlops-artifacts, mlops-backups")
 
     pg = None
-    from mlops.dev.postgres import PG_BIN, PostgresCluster
+    from mlops.dev.postgres import PG_BIN, PostgresCluster, reachable_by_cluster_user
 
     if (PG_BIN / "initdb").exists():
-        pg = PostgresCluster(home / "postgres").start()
+        pg_home = home / "postgres"
+        if not reachable_by_cluster_user(pg_home):
+            # As root, the cluster runs as the postgres user, who cannot enter a private home (e.g. /root).
+            digest = hashlib.sha256(str(home).encode()).hexdigest()[:10]
+            pg_home = Path(tempfile.gettempdir()) / f"mlops-dev-postgres-{digest}"
+            pg_home.mkdir(mode=0o755, exist_ok=True)
+        pg = PostgresCluster(pg_home).start()
         values.update(PG_HOST=pg.host, PG_PORT=str(pg.port), PG_USER=pg.user, PG_DATABASE="postgres")
-        _log(f"local PostgreSQL (backup source) at {pg.dsn()}")
+        _log(f"local PostgreSQL (backup source) at {pg.dsn()}, data in {pg.base_dir}")
     else:
         _log(f"no PostgreSQL binaries under {PG_BIN}: the backup DAG's Postgres part will fail")
 
-    sim = None
-    if args.cluster == "simulated":
-        sys.path.insert(0, str(REPO_ROOT))
-        from tests.harness.kubesim import KubeSim
-
-        sim = KubeSim()
-        sim.start()
-        values["KUBECONFIG"] = sim.write_kubeconfig(
-            str(home / "kubeconfig-simulated"), namespace="ml-training"
-        )
-        for ns in ("ml-training", "ml-serving"):
-            sim.create_namespace(ns)
-        _log("*** SIMULATED Kubernetes cluster (test harness, no real pods) at " + sim.url + " ***")
-    else:
-        kubeconfig = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
-        context = _kube_answers(kubeconfig)
-        if context:
-            values["KUBECONFIG"] = kubeconfig
-            _log(f"Kubernetes: using the current context {context!r} from {kubeconfig}")
-        else:
-            _log(
-                "Kubernetes: no cluster answered from the current kubeconfig context. Training and "
-                "promotion tasks will fail until one does: see README 'Kubernetes on a laptop (kind)', "
-                "or run `make run CLUSTER=simulated` for a clearly labelled simulated cluster."
-            )
+    kube_values, sim, messages = configure_kubernetes(args.cluster, home)
+    values.update(kube_values)
+    for message in messages:
+        _log(message)
 
     passwords = airflow_home / "simple_auth_manager_passwords.json"
     passwords.write_text(json.dumps({ADMIN_USER: ADMIN_PASSWORD}))
@@ -180,8 +243,14 @@ def main(argv: list[str] | None = None) -> int:
         "AWS_DEFAULT_REGION": "us-east-1",
     }
     if sim is not None:
-        env["MLOPS_SIMULATED_CLUSTER"] = "1"
-        env["MLOPS_POD_POLL_INTERVAL_SECONDS"] = "1"
+        env.update(
+            MLOPS_SIMULATED_CLUSTER="1",
+            MLOPS_POD_POLL_INTERVAL_SECONDS="1",
+            MLOPS_TRAINER_S3_ENDPOINT=values["S3_ENDPOINT"],
+            MLOPS_MODEL_SERVER_S3_SECRET=SIM_S3_SECRET,
+            MLOPS_TRAINER_S3_SECRET=SIM_S3_SECRET,
+            MLOPS_MODEL_SERVER_REPLICAS="1",
+        )
 
     # A fresh session and default SIGINT handling: Ctrl-C reaches only this launcher,
     # which then shuts standalone down in order (FACTS.md: backgrounded jobs ignore SIGINT).

@@ -1,0 +1,138 @@
+"""`make run`'s launcher: the product on embedded defaults, and the opt-in simulated-cluster demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _processes_using(home: Path) -> list[str]:
+    """Processes whose environment or command line points into ``home``: what Ctrl-C must not leave behind."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            text = (entry / "environ").read_bytes() + (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(home).encode() in text:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")[:120]
+            found.append(f"{entry.name}: {cmdline!r}")
+    return found
+
+
+def _api(port: int, method: str, path: str, body: dict | None = None, token: str | None = None) -> dict:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers=headers,
+        method=method,
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return json.loads(resp.read() or b"{}")
+
+
+def test_simulated_demo_is_labelled_runs_training_and_ctrl_c_leaves_nothing_behind(tmp_path):
+    home = tmp_path / "dev"
+    port, s3_port = _free_port(), _free_port()
+    log = tmp_path / "make-run.log"
+    env = {**os.environ, "AIRFLOW__CORE__UNIT_TEST_MODE": "False"}
+    for key in [k for k in env if k.startswith(("AIRFLOW_CONN_", "MLOPS_"))] + ["AIRFLOW_HOME"]:
+        env.pop(key, None)
+    with log.open("wb") as out:
+        launcher = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlops.dev.run",
+                "--cluster",
+                "simulated",
+                "--port",
+                str(port),
+                "--s3-port",
+                str(s3_port),
+                "--home",
+                str(home),
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 240
+        while "UI answered" not in log.read_text(errors="replace"):
+            assert launcher.poll() is None, log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "the UI never answered"
+            time.sleep(1)
+        output = log.read_text(errors="replace")
+        assert "SIMULATED Kubernetes cluster" in output
+        assert f"Airflow UI: http://localhost:{port}" in output and "login admin / admin" in output
+
+        token = _api(port, "POST", "/auth/token", {"username": "admin", "password": "admin"})["access_token"]
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                _api(port, "PATCH", "/api/v2/dags/mlops_training", {"is_paused": False}, token)
+                break
+            except urllib.error.HTTPError:
+                assert time.monotonic() < deadline, "the training DAG was never parsed"
+                time.sleep(2)
+        run = _api(
+            port,
+            "POST",
+            "/api/v2/dags/mlops_training/dagRuns",
+            {
+                "logical_date": None,
+                "conf": {"model_name": "digits-demo", "epochs": 2, "compute_profile": "cpu"},
+            },
+            token,
+        )
+        deadline = time.monotonic() + 240
+        state = None
+        while state not in ("success", "failed") and time.monotonic() < deadline:
+            time.sleep(2)
+            state = _api(
+                port, "GET", f"/api/v2/dags/mlops_training/dagRuns/{run['dag_run_id']}", token=token
+            )["state"]
+        assert state == "success", log.read_text(errors="replace")[-3000:]
+    finally:
+        if launcher.poll() is None:
+            launcher.send_signal(signal.SIGINT)  # what Ctrl-C sends to the launcher
+        launcher.wait(timeout=90)
+
+    output = log.read_text(errors="replace")
+    assert "[make run] stopped" in output
+    pg_dir = Path(re.search(r"local PostgreSQL \(backup source\) at \S+, data in (\S+)", output).group(1))
+    deadline = time.monotonic() + 10
+    while (_processes_using(home) or _processes_using(pg_dir)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _processes_using(home) == []
+    assert _processes_using(pg_dir) == []
+    shutil.rmtree(pg_dir, ignore_errors=True)

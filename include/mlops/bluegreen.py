@@ -356,6 +356,21 @@ def _template_version(deployment: dict) -> str | None:
 
 
 # -- the steps ---------------------------------------------------------------------------------------
+def _annotate_lease(cluster: Cluster, service: dict[str, Any], value: str | None) -> None:
+    """Set (``None``: remove) the lease annotation, guarded by the Service's resourceVersion."""
+    cluster.patch(
+        "Service",
+        service["metadata"]["name"],
+        {
+            "metadata": {
+                "resourceVersion": service["metadata"]["resourceVersion"],
+                "annotations": {LEASE: value},
+            }
+        },
+        guarded=True,
+    )
+
+
 def resolve_active_color(
     cluster: Cluster,
     model: str,
@@ -405,17 +420,7 @@ def resolve_active_color(
         if service is None:
             cluster.create(render.service(model, cluster.namespace, "active", NO_COLOR, {LEASE: new_lease}))
         else:
-            cluster.patch(
-                "Service",
-                name,
-                {
-                    "metadata": {
-                        "resourceVersion": service["metadata"]["resourceVersion"],
-                        "annotations": {LEASE: new_lease},
-                    }
-                },
-                guarded=True,
-            )
+            _annotate_lease(cluster, service, new_lease)
         log.info(
             "%s: active color %s (version %s); lease taken by %s",
             model,
@@ -835,17 +840,7 @@ def release_lease(cluster: Cluster, model: str, holder: str, dry_run: bool = Fal
             return False
         if dry_run:
             return False
-        cluster.patch(
-            "Service",
-            name,
-            {
-                "metadata": {
-                    "resourceVersion": service["metadata"]["resourceVersion"],
-                    "annotations": {LEASE: None},
-                }
-            },
-            guarded=True,
-        )
+        _annotate_lease(cluster, service, None)
         return True
 
     return cluster.guarded(f"release the lease of {model}", attempt)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 
@@ -10,7 +9,7 @@ import pytest
 
 from mlops.dev.connections import connections_env, load_dev_connections
 from tests.conftest import REPO_ROOT
-from tests.harness.kubesim import LocalProcess
+from tests.harness.platform_cluster import prepare_platform
 from tests.harness.standalone import Standalone
 
 E2E_NAMESPACE = "e2e-training"
@@ -47,20 +46,8 @@ def standalone(
 
     The simulated cluster runs the project's own trainer and model server as local processes.
     """
-    for namespace in (E2E_NAMESPACE, SERVING_NAMESPACE):
-        kube.create_namespace(namespace)
-        kube.create(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": S3_SECRET, "namespace": namespace},
-                "stringData": {"aws_access_key_id": "mlops-dev", "aws_secret_access_key": "mlops-dev-secret"},
-            }
-        )
-    kube.register_image(TRAINER_IMAGE, LocalProcess(argv=[sys.executable, "-m", "mlops.trainer"]))
-    kube.register_image(
-        SERVER_IMAGE, LocalProcess(argv=[sys.executable, "-m", "mlops.serving"], env={"HOST": "127.0.0.1"})
-    )
+    images = {TRAINER_IMAGE: "mlops.trainer", SERVER_IMAGE: "mlops.serving"}
+    prepare_platform(kube, (E2E_NAMESPACE, SERVING_NAMESPACE), S3_SECRET, images)
     for bucket in ("mlops-artifacts", "mlops-backups"):
         s3_client.create_bucket(Bucket=bucket)
     pg_cluster.execute(f'CREATE DATABASE "{PLATFORM_DB}"')

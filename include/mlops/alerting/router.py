@@ -15,7 +15,7 @@ from typing import Any
 from airflow.exceptions import AirflowNotFoundException
 from airflow.sdk import BaseHook
 
-from mlops.alerting.pagerduty import SEVERITIES, PagerDutyEventsHook
+from mlops.alerting.pagerduty import SEVERITIES, PagerDutyEventsHook, PagerDutyNotifier
 from mlops.alerting.slack import message_blocks, slack_notifier
 from mlops.settings import Settings, get_settings
 
@@ -72,6 +72,7 @@ class AlertRouter:
         links: list[dict[str, str]] | None = None,
         component: str | None = None,
         group: str | None = None,
+        ctx: dict[str, Any] | None = None,
     ) -> bool:
         """Send an Events API v2 trigger or resolve with a stable ``dedup_key``."""
         if severity not in SEVERITIES:
@@ -80,29 +81,22 @@ class AlertRouter:
         if not _configured(conn_id):
             log.warning("[alert:pagerduty:not-configured] %s %s %s: %s", action, severity, dedup_key, summary)
             return False
+        trigger = action == "trigger"
         try:
-            hook = PagerDutyEventsHook(pagerduty_events_conn_id=conn_id)
-            if action == "trigger":
-                hook.send_event(
-                    summary=summary,
-                    severity=severity,
-                    source=source,
-                    action=action,
-                    dedup_key=dedup_key,
-                    custom_details=custom_details,
-                    links=links,
-                    component=component,
-                    group=group,
-                )
-            else:
-                # resolve/acknowledge carry only the key; prepare_event_data still wants a summary.
-                hook.send_event(
-                    summary=summary or dedup_key,
-                    severity=severity,
-                    source=source,
-                    action=action,
-                    dedup_key=dedup_key,
-                )
+            # The provider's notifier, sending through the hook that honours the connection's events_url.
+            PagerDutyNotifier(
+                pagerduty_events_conn_id=conn_id,
+                # resolve/acknowledge carry only the key; the Events API still wants a summary field.
+                summary=summary if trigger else (summary or dedup_key),
+                severity=severity,
+                source=source,
+                action=action,
+                dedup_key=dedup_key,
+                custom_details=custom_details if trigger else None,
+                links=links if trigger else None,
+                component=component if trigger else None,
+                group=group if trigger else None,
+            ).notify(ctx or {})
         except Exception:
             log.exception(
                 "PagerDuty %s could not be delivered (connection %s): %s", action, conn_id, dedup_key

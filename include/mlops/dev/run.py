@@ -85,30 +85,18 @@ def _start_simulated_cluster(home: Path):
     """
     sys.path.insert(0, str(REPO_ROOT))
     from mlops.settings import Settings
-    from tests.harness.kubesim import KubeSim, LocalProcess
+    from tests.harness.kubesim import KubeSim
+    from tests.harness.platform_cluster import prepare_platform
 
     sim = KubeSim()
     sim.start()
     sim.write_kubeconfig(str(home / "kubeconfig-simulated"), namespace="ml-training")
     defaults = Settings()
-    for namespace in (defaults.training_namespace, defaults.serving_namespace):
-        sim.create_namespace(namespace)
-        sim.create(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": SIM_S3_SECRET, "namespace": namespace},
-                "stringData": {"aws_access_key_id": "mlops-dev", "aws_secret_access_key": "mlops-dev-secret"},
-            }
-        )
     images = {
         os.environ.get("MLOPS_TRAINER_IMAGE", defaults.trainer_image): "mlops.trainer",
         os.environ.get("MLOPS_MODEL_SERVER_IMAGE", defaults.model_server_image): "mlops.serving",
     }
-    for image, module in images.items():
-        sim.register_image(
-            image, LocalProcess(argv=[sys.executable, "-m", module], env={"HOST": "127.0.0.1"})
-        )
+    prepare_platform(sim, (defaults.training_namespace, defaults.serving_namespace), SIM_S3_SECRET, images)
     return sim
 
 

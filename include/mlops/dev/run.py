@@ -217,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         **connections_env(load_dev_connections(values)),
         "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",  # standalone starts `airflow` by name
         "AIRFLOW_HOME": str(airflow_home),
+        # The embedded default, whatever the shell says: never migrate or use another metadata DB.
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home}/airflow.db",
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

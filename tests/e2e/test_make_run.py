@@ -61,7 +61,7 @@ def test_simulated_demo_is_labelled_runs_training_and_ctrl_c_leaves_nothing_behi
     home = tmp_path / "dev"
     port, s3_port = _free_port(), _free_port()
     log = tmp_path / "make-run.log"
-    env = {**os.environ, "AIRFLOW__CORE__UNIT_TEST_MODE": "False"}
+    env = dict(os.environ)
     # A fresh shell: none of this test session's Airflow settings (its metadata DB above all).
     for key in [k for k in env if k.startswith(("AIRFLOW", "MLOPS_"))]:
         env.pop(key, None)

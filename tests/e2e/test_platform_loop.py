@@ -305,3 +305,66 @@ def test_6_a_stopped_model_server_pages_once_and_resolves_once(api, standalone, 
     assert len(resolves) == 1, events
     assert resolves[0]["dedup_key"] == triggers[0]["dedup_key"]
     assert len([e for e in events if e["event_action"] == "trigger"]) == 1
+
+
+def test_7_a_promotion_waiting_for_approval_switches_traffic_only_once_approved(
+    api, standalone, kube, s3_client, loop_clock
+):
+    import airflow_client.client as ac
+
+    from mlops.registry import ModelRegistry
+
+    # A second version of the loop model, registered without an asset event (its artifacts are a copy).
+    old, new = LOOP["version"], f"{LOOP['version']}-approval"
+    prefix = f"models/{LOOP_MODEL}/versions/"
+    for item in s3_client.list_objects_v2(Bucket="mlops-artifacts", Prefix=prefix + old + "/")["Contents"]:
+        target = item["Key"].replace(f"{prefix}{old}/", f"{prefix}{new}/")
+        s3_client.copy_object(
+            Bucket="mlops-artifacts", Key=target, CopySource={"Bucket": "mlops-artifacts", "Key": item["Key"]}
+        )
+    registry = ModelRegistry(s3_client, "mlops-artifacts")
+    entry = registry.get(LOOP_MODEL, old)
+    registry.register_candidate(
+        LOOP_MODEL,
+        new,
+        entry["metrics"],
+        {**entry["lineage"], "run_id": "e2e-approval"},
+        f"s3://mlops-artifacts/{prefix}{new}/",
+    )
+
+    run_id = _trigger(
+        api,
+        "mlops_promotion",
+        {
+            "model": LOOP_MODEL,
+            "version": new,
+            "auto_promote": False,
+            "analysis_duration_seconds": 2,
+            "scale_down_delay_seconds": 0,
+        },
+    )
+    instances = ac.TaskInstanceApi(api)
+
+    def awaiting_approval():
+        try:
+            return instances.get_hitl_detail("mlops_promotion", run_id, "approve_promotion", -1)
+        except ac.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    _wait("the approval request in Required actions", awaiting_approval, 240, 1)
+    status, body = _service(kube, "/version")
+    assert (status, body.get("model_version")) == (200, old), "traffic switched before the approval"
+
+    instances.update_hitl_detail(
+        "mlops_promotion",
+        run_id,
+        "approve_promotion",
+        -1,
+        ac.UpdateHITLDetailPayload(chosen_options=["Approve"]),
+    )
+    assert _wait_run(api, standalone, "mlops_promotion", run_id, 240) == "success"
+    status, body = _service(kube, "/version")
+    assert (status, body.get("model_version")) == (200, new)
+    assert registry.production(LOOP_MODEL)["version"] == new

@@ -150,7 +150,7 @@ def _wait_http(url: str, timeout: float) -> float | None:
     return None
 
 
-def _stop_group(proc: subprocess.Popen[bytes], grace: float = 30) -> None:
+def _stop_group(proc: subprocess.Popen[bytes], grace: float = 15) -> None:
     """SIGINT standalone (clean shutdown), then terminate whatever is left in its process group."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGINT)

@@ -7,9 +7,11 @@ import json
 import urllib.request
 
 import pytest
-from kubernetes import client
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
+
+from tests.harness.kubesim import KubeSim
 
 SAMPLES: dict[tuple[str, str], dict] = {
     ("v1", "ConfigMap"): {"data": {"a": "1"}},
@@ -284,3 +286,16 @@ def test_scale_subresource_reads_and_writes_replicas(apps, ns):
     assert apps.replace_namespaced_deployment_scale("d", ns, body).spec.replicas == 3
     deployment = apps.read_namespaced_deployment("d", ns)
     assert (deployment.spec.replicas, deployment.metadata.generation) == (3, 3)
+
+
+def test_added_nodes_are_listed_by_the_official_client_with_their_gpus(tmp_path):
+    # A private cluster: once a node exists, the shared one would schedule only onto nodes.
+    private = KubeSim().start()
+    try:
+        private.add_node("gpu-1", labels={"pool": "gpu"}, allocatable={"nvidia.com/gpu": "8", "cpu": "8"})
+        api = config.new_client_from_config(config_file=private.write_kubeconfig(tmp_path / "kubeconfig"))
+        nodes = {n.metadata.name: n for n in client.CoreV1Api(api).list_node().items}
+        assert nodes["gpu-1"].status.allocatable["nvidia.com/gpu"] == "8"
+        assert nodes["gpu-1"].status.node_info.boot_id == "kubesim-gpu-1"
+    finally:
+        private.stop()

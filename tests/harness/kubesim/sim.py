@@ -314,8 +314,16 @@ class KubeSim:
                     {"type": "InternalIP", "address": "127.0.0.1"},
                     {"type": "Hostname", "address": name},
                 ],
+                # Every field the API marks required: the official client refuses a NodeInfo without them.
                 "nodeInfo": {
+                    "machineID": f"kubesim-{name}",
+                    "systemUUID": f"kubesim-{name}",
+                    "bootID": f"kubesim-{name}",
+                    "kernelVersion": "6.1.0-kubesim",
+                    "osImage": "kubesim",
+                    "containerRuntimeVersion": "kubesim://1.0",
                     "kubeletVersion": "v1.32.0-kubesim",
+                    "kubeProxyVersion": "v1.32.0-kubesim",
                     "operatingSystem": "linux",
                     "architecture": "amd64",
                 },

@@ -9,17 +9,15 @@ exporter.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import socket
-import subprocess
 import time
 
 import httpx
 import pytest
-import yaml
 
 from mlops.health.config import CheckSpec
 from mlops.health.runner import run_checks
+from tests.harness.prometheus import MISSING, PROMETHEUS, free_port, running_prometheus
 
 
 # -- Airflow ------------------------------------------------------------------------------------
@@ -70,7 +68,6 @@ def test_an_unreachable_airflow_api_fails_the_check(settings):
 
 
 # -- Prometheus --------------------------------------------------------------------------------
-PROMETHEUS = shutil.which("prometheus")
 
 METRICS = b"""# TYPE mlops_model_accuracy gauge
 mlops_model_accuracy{model="churn",version="3"} 0.80
@@ -80,41 +77,16 @@ mlops_model_info{model="churn",version="3"} 1
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory, endpoints):
     if PROMETHEUS is None:
-        pytest.skip("prometheus not installed: apt-get install -y --no-install-recommends prometheus")
+        pytest.skip(MISSING)
     endpoints.routes["/metrics"] = (200, METRICS)
     home = tmp_path_factory.mktemp("prometheus")
     exporter = endpoints.url("/metrics").split("//")[1].split("/")[0]
-    config = {
-        "global": {"scrape_interval": "1s"},
-        "scrape_configs": [
-            {"job_name": "exporter", "static_configs": [{"targets": [exporter]}]},
-            # nothing listens here: a model server that is down
-            {"job_name": "model-server", "static_configs": [{"targets": [f"127.0.0.1:{_free_port()}"]}]},
-        ],
-    }
-    (home / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={home / 'prometheus.yml'}",
-            f"--storage.tsdb.path={home / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
+    # nothing listens on the model-server target: a model server that is down
+    jobs = {"exporter": [exporter], "model-server": [f"127.0.0.1:{free_port()}"]}
+    with running_prometheus(home, jobs) as url:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # ready once both targets have been scraped
             try:
@@ -127,9 +99,6 @@ def prometheus(tmp_path_factory, endpoints):
         else:
             pytest.fail("prometheus did not scrape its targets within 30 s")
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def prom(name: str, url: str, query: str, op: str, value: float, **extra) -> CheckSpec:

@@ -2,67 +2,45 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 
 import httpx
 import pytest
-import yaml
 
 from mlops.analysis import Gates, PrometheusGate
+from tests.harness.prometheus import MISSING, PROMETHEUS, running_prometheus
 from tests.integration.serving.test_model_server_process import free_port, start_server, wait_ready
 from tests.unit.serving.digits_artifacts import held_out, upload_version
-
-PROMETHEUS = shutil.which("prometheus")
 
 
 @pytest.fixture
 def scraped_server(tmp_path, s3_server, s3_client, s3_bucket):
     """A model server serving digits v7 that has answered 40 predictions, and a Prometheus that scraped it."""
     if PROMETHEUS is None:
-        pytest.skip("prometheus not installed: apt-get install -y --no-install-recommends prometheus")
+        pytest.skip(MISSING)
     server, url = start_server(s3_server, upload_version(s3_client, s3_bucket, "digits", "v7"), version="v7")
-    config = {
-        "global": {"scrape_interval": "1s"},
-        "scrape_configs": [
-            {"job_name": "model-server", "static_configs": [{"targets": [url.split("//")[1]]}]}
-        ],
-    }
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    prom = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    prom_url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(server, url)
-        inputs, _ = held_out(4)
-        query = 'mlops_model_requests_total{model="digits",version="v7",status="200"}'
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # traffic, until two scrapes have seen it (rate needs two points)
-            for _ in range(10):
-                assert httpx.post(f"{url}/predict", json={"instances": inputs}).status_code == 200
-            try:
-                if (PrometheusGate(prom_url).query(f"count_over_time({query}[1m])") or 0) >= 2:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("prometheus did not scrape the model server within 30 s")
-        yield prom_url
+        with running_prometheus(tmp_path, {"model-server": [url.split("//")[1]]}) as prom_url:
+            wait_ready(server, url)
+            inputs, _ = held_out(4)
+            query = 'mlops_model_requests_total{model="digits",version="v7",status="200"}'
+            deadline = time.monotonic() + 30
+            while (
+                time.monotonic() < deadline
+            ):  # traffic, until two scrapes have seen it (rate needs two points)
+                for _ in range(10):
+                    assert httpx.post(f"{url}/predict", json={"instances": inputs}).status_code == 200
+                try:
+                    if (PrometheusGate(prom_url).query(f"count_over_time({query}[1m])") or 0) >= 2:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.5)
+            else:
+                pytest.fail("prometheus did not scrape the model server within 30 s")
+            yield prom_url
     finally:
-        prom.terminate()
         server.terminate()
-        prom.wait(10)
         server.wait(10)
 
 

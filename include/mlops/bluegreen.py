@@ -160,25 +160,31 @@ class Cluster:
             raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    # kind -> (RBAC resource "group/plural", client attribute, method suffix) for every kind touched.
+    _KINDS: dict[str, tuple[str, str, str]] = {
+        "Deployment": ("apps/deployments", "apps", "deployment"),
+        "Service": ("services", "core", "service"),
+        "HorizontalPodAutoscaler": (
+            "autoscaling/horizontalpodautoscalers",
+            "autoscaling",
+            "horizontal_pod_autoscaler",
+        ),
+        "PodDisruptionBudget": ("policy/poddisruptionbudgets", "policy", "pod_disruption_budget"),
+    }
+
+    def _method(self, kind: str, verb: str) -> tuple[str, Callable[..., Any]]:
+        """The RBAC resource and the client method for ``verb`` ("read", "create", ...) on ``kind``."""
+        resource, api, suffix = self._KINDS[kind]
+        return resource, getattr(getattr(self, api), f"{verb}_namespaced_{suffix}")
+
     # Reads return plain dicts (the JSON the API sent), which the logic below compares directly.
     def read(self, kind: str, name: str) -> dict | None:
         """The object, or ``None`` when it does not exist."""
         from kubernetes.client.exceptions import ApiException
 
-        verb_fn = {
-            "Deployment": ("apps/deployments", self.apps.read_namespaced_deployment),
-            "Service": ("services", self.core.read_namespaced_service),
-            "HorizontalPodAutoscaler": (
-                "autoscaling/horizontalpodautoscalers",
-                self.autoscaling.read_namespaced_horizontal_pod_autoscaler,
-            ),
-            "PodDisruptionBudget": (
-                "policy/poddisruptionbudgets",
-                self.policy.read_namespaced_pod_disruption_budget,
-            ),
-        }[kind]
+        resource, fn = self._method(kind, "read")
         try:
-            response = self.call("get", verb_fn[0], verb_fn[1], name, self.namespace, _preload_content=False)
+            response = self.call("get", resource, fn, name, self.namespace, _preload_content=False)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -186,36 +192,13 @@ class Cluster:
         return json.loads(response.data)
 
     def create(self, doc: dict) -> dict:
-        kind = doc["kind"]
-        resource, fn = {
-            "Deployment": ("apps/deployments", self.apps.create_namespaced_deployment),
-            "Service": ("services", self.core.create_namespaced_service),
-            "HorizontalPodAutoscaler": (
-                "autoscaling/horizontalpodautoscalers",
-                self.autoscaling.create_namespaced_horizontal_pod_autoscaler,
-            ),
-            "PodDisruptionBudget": (
-                "policy/poddisruptionbudgets",
-                self.policy.create_namespaced_pod_disruption_budget,
-            ),
-        }[kind]
+        resource, fn = self._method(doc["kind"], "create")
         response = self.call("create", resource, fn, self.namespace, doc, _preload_content=False)
         return json.loads(response.data)
 
     def replace(self, doc: dict) -> dict:
-        kind, name = doc["kind"], doc["metadata"]["name"]
-        resource, fn = {
-            "Deployment": ("apps/deployments", self.apps.replace_namespaced_deployment),
-            "Service": ("services", self.core.replace_namespaced_service),
-            "HorizontalPodAutoscaler": (
-                "autoscaling/horizontalpodautoscalers",
-                self.autoscaling.replace_namespaced_horizontal_pod_autoscaler,
-            ),
-            "PodDisruptionBudget": (
-                "policy/poddisruptionbudgets",
-                self.policy.replace_namespaced_pod_disruption_budget,
-            ),
-        }[kind]
+        name = doc["metadata"]["name"]
+        resource, fn = self._method(doc["kind"], "replace")
         response = self.call(
             "update", resource, fn, name, self.namespace, doc, retry_conflicts=False, _preload_content=False
         )
@@ -223,10 +206,7 @@ class Cluster:
 
     def patch(self, kind: str, name: str, body: dict, *, guarded: bool) -> dict:
         """JSON merge patch; ``guarded`` patches carry a resourceVersion, so a 409 is not retried here."""
-        resource, fn = {
-            "Deployment": ("apps/deployments", self.apps.patch_namespaced_deployment),
-            "Service": ("services", self.core.patch_namespaced_service),
-        }[kind]
+        resource, fn = self._method(kind, "patch")
         response = self.call(
             "patch",
             resource,

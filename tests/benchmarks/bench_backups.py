@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from mlops.dev.ports import free_port  # noqa: E402
 from tests.harness.postgres import PG_BIN, PostgresCluster  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
@@ -45,12 +45,6 @@ OBJECTS = int(os.environ.get("MLOPS_BENCH_OBJECTS", "2000"))
 ROUNDS = int(os.environ.get("MLOPS_BENCH_ROUNDS", "3"))
 ENV = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
        "AWS_DEFAULT_REGION": "us-east-1", "NO_PROXY": "127.0.0.1,localhost"}  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_measured(argv: list[str], **kw) -> tuple[float, float, str]:
@@ -248,7 +242,7 @@ def main() -> dict:
 
     work = Path(tempfile.mkdtemp(prefix="mlops-bench-"))
     work.chmod(0o755)
-    port = _free_port()
+    port = free_port()
     moto = subprocess.Popen(
         [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,

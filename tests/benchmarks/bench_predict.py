@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,16 +32,11 @@ import numpy as np
 import pytest
 
 from mlops import analysis, bluegreen
+from mlops.dev.ports import free_port
 from mlops.serving.model import OnnxModel, parse_instances
 from tests.unit.serving.digits_artifacts import held_out, onnx_bytes, register_version, upload_version
 
 WRK_SECONDS = int(os.environ.get("BENCH_WRK_SECONDS", "10"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _percentiles(samples_s: list[float]) -> dict[str, float]:
@@ -101,7 +95,7 @@ def _row(name: str, f: dict[str, float], base: dict[str, float] | None = None) -
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")
 def test_predict_under_wrk_against_the_same_model_in_process(s3_server, s3_client, s3_bucket):
     uri = upload_version(s3_client, s3_bucket, "digits", "bench")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PORT": str(port),

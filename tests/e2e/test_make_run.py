@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from mlops.dev.ports import free_port
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _processes_using(home: Path) -> list[str]:
@@ -59,7 +53,7 @@ def _api(port: int, method: str, path: str, body: dict | None = None, token: str
 
 def test_simulated_demo_is_labelled_runs_training_and_ctrl_c_leaves_nothing_behind(tmp_path):
     home = tmp_path / "dev"
-    port, s3_port = _free_port(), _free_port()
+    port, s3_port = free_port(), free_port()
     log = tmp_path / "make-run.log"
     env = dict(os.environ)
     # A fresh shell: none of this test session's Airflow settings (its metadata DB above all).

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import yaml
 
+from mlops.dev.ports import free_port
+
 PROMETHEUS = shutil.which("prometheus")
 MISSING = "prometheus not installed: apt-get install -y --no-install-recommends prometheus"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

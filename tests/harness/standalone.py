@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,13 +16,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlops.dev.ports import free_port
+
 ADMIN = ("admin", "admin")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -40,7 +35,7 @@ class Standalone:
 
     def start(self, timeout: float = 180) -> Standalone:
         self.home.mkdir(parents=True, exist_ok=True)
-        self.port = self.port or _free_port()
+        self.port = self.port or free_port()
         passwords = self.home / "passwords.json"
         passwords.write_text(json.dumps({ADMIN[0]: ADMIN[1]}))
         venv_bin = Path(sys.executable).parent

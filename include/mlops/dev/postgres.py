@@ -12,20 +12,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlops.dev.ports import free_port
+
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def reachable_by_cluster_user(path: Path) -> bool:
@@ -61,7 +56,7 @@ class PostgresCluster:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(self.base_dir, "postgres", "postgres")
-        self.port = self.port or _free_port()
+        self.port = self.port or free_port()
         if not (self.data_dir / "PG_VERSION").exists():
             subprocess.run(  # noqa: S603
                 _as_cluster_user(

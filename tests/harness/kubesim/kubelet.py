@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from mlops.dev.ports import free_port
+
 from .behaviours import Behaviour, LocalProcess, ScriptedContainer
 from .containers import ConfigError, build_argv, expand, resolve_env
 from .errors import bad_request
 from .logs import LogBuffer
-from .processes import ContainerProcess, free_port
+from .processes import ContainerProcess
 from .resources import resource_for
 from .selectors import node_selector_term_matches
 from .store import WatchEvent, now_iso

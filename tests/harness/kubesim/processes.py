@@ -7,7 +7,6 @@ import atexit
 import contextlib
 import os
 import signal
-import socket
 import threading
 from collections.abc import Callable
 
@@ -31,13 +30,6 @@ def kill_all_groups() -> None:
 
 
 atexit.register(kill_all_groups)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ContainerProcess:

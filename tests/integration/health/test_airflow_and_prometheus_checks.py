@@ -15,9 +15,10 @@ import time
 import httpx
 import pytest
 
+from mlops.dev.ports import free_port
 from mlops.health.config import CheckSpec
 from mlops.health.runner import run_checks
-from tests.harness.prometheus import MISSING, PROMETHEUS, free_port, running_prometheus
+from tests.harness.prometheus import MISSING, PROMETHEUS, running_prometheus
 
 
 # -- Airflow ------------------------------------------------------------------------------------

@@ -13,13 +13,8 @@ import time
 import httpx
 import pytest
 
+from mlops.dev.ports import free_port
 from tests.unit.serving.digits_artifacts import held_out, upload_version
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(s3_server: str, uri: str, version: str = "v1") -> tuple[subprocess.Popen, str]:

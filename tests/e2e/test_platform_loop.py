@@ -54,11 +54,18 @@ def _wait_run(api, standalone, dag_id: str, run_id: str, timeout: float) -> str:
         return state if state in ("success", "failed") else None
 
     try:
-        return _wait(f"{dag_id} run {run_id}", done, timeout, 1)
+        state = _wait(f"{dag_id} run {run_id}", done, timeout, 1)
     except AssertionError:
         raise AssertionError(
             f"{dag_id} run {run_id} did not finish; standalone log:\n{standalone.log_tail()}"
         ) from None
+    if state == "failed":  # say which task failed and why, so a CI failure can be read from its output
+        run_logs = standalone.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}"
+        for log_file in sorted(run_logs.glob("task_id=*/attempt=*.log")):
+            text = log_file.read_text(errors="replace")
+            if '"level":"error"' in text:
+                print(f"\n--- {log_file.relative_to(run_logs)} ---\n{text[-3000:]}")
+    return state
 
 
 def _trigger(api, dag_id: str, conf: dict) -> str:

@@ -61,6 +61,7 @@ class Settings:
 
     # Backups (issue 5).
     pg_bin: str = ""  # directory of pg_dump/pg_restore; empty: found on PATH
+    backup_pg_compress: str = "1"  # pg_dump --compress: gzip 0-9; pg_dump 16+: lz4, zstd[:N]
     backup_databases: str = ""  # comma-separated; empty: the postgres connection's database
     backup_verify_conn_id: str = ""  # server for restore tests; empty: postgres_conn_id's server
     backup_sse: str = "AES256"  # none | AES256 | aws:kms

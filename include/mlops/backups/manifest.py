@@ -10,6 +10,7 @@ Schema (``format_version`` 1)::
       "database": "platform",           "logical_date": "2026-03-01",
       "bucket": "mlops-backups",        "key": "postgres/platform/2026-03-01/platform.dump",
       "server_version": "15.8",         "pg_dump_version": "pg_dump (PostgreSQL) 15.8",
+      "compression": "1",               (pg_dump --compress; "" in manifests written before it)
       "size_bytes": 123,                "sha256": "<hex>",
       "started_at": "<ISO 8601 UTC>",   "finished_at": "<ISO 8601 UTC>",
       "snapshot": "00000003-0000001B-1",
@@ -61,6 +62,7 @@ class BackupManifest(BaseModel):
     key: str
     server_version: str
     pg_dump_version: str
+    compression: str = ""
     size_bytes: int
     sha256: str
     started_at: datetime

@@ -18,6 +18,7 @@ import pytest
 from mlops.backups import layout
 from mlops.backups.manifest import BackupManifest
 from mlops.backups.postgres import (
+    BackupError,
     DatabaseUnreachable,
     PgDumpFailed,
     PgTarget,
@@ -112,6 +113,7 @@ def test_round_trip_dump_upload_download_restore_keeps_every_row_count(
     assert stored.pg_dump_version.startswith("pg_dump (PostgreSQL) 15")
     assert stored.started_at <= stored.finished_at
     assert stored.sse.mode == "AES256" and stored.run_id == "manual__1"
+    assert stored.compression == "1" == _archive_compression(data)  # the default: gzip level 1
 
     result = verify_backup(
         client,
@@ -134,6 +136,15 @@ def test_round_trip_dump_upload_download_restore_keeps_every_row_count(
         "tables": EXPECTED_COUNTS,
     }
     assert marker["verified_at"].endswith("+00:00")
+
+
+def _archive_compression(dump: bytes) -> str:
+    """The compression a custom-format archive declares, as ``pg_restore -l`` reads it."""
+    listing = subprocess.run(
+        [str(PG_BIN / "pg_restore"), "-l"], input=dump, capture_output=True, check=True
+    ).stdout.decode()
+    (line,) = [line for line in listing.splitlines() if line.startswith(";     Compression:")]
+    return line.split(":", 1)[1].strip()
 
 
 def s3_client_via(settings):
@@ -413,6 +424,41 @@ def test_dry_run_checks_the_database_and_bucket_and_writes_nothing(
 
     plan = backup_postgres(seeded_db, DAY, "manual__dry", dry_run=True)
 
-    assert plan["dry_run"] is True and plan["tables"] == 4
+    assert plan["dry_run"] is True and plan["tables"] == 4 and plan["compression"] == "1"
     assert plan["key"] == f"postgres/{seeded_db}/2026-03-01/{seeded_db}.dump"
     assert _keys(s3_client, backup_bucket) == []
+
+
+# -- compression (setting backup_pg_compress) -----------------------------------------------------------
+def test_the_compression_setting_reaches_pg_dump_and_the_dump_still_verifies(
+    seeded_db, backup_bucket, pg_bin, s3_client, monkeypatch
+):
+    from mlops.backups.tasks import backup_postgres
+
+    default = backup_postgres(seeded_db, DAY, "manual__z1", dry_run=False)
+    monkeypatch.setenv("MLOPS_BACKUP_PG_COMPRESS", "0")
+    plain = backup_postgres(seeded_db, DAY, "manual__z0", dry_run=False)
+
+    data = s3_client.get_object(Bucket=backup_bucket, Key=plain["key"])["Body"].read()
+    assert _archive_compression(data) == "0"
+    assert plain["size_bytes"] == len(data) > default["size_bytes"]
+    manifest = BackupManifest.from_json(
+        s3_client.get_object(Bucket=backup_bucket, Key=plain["manifest_key"])["Body"].read()
+    )
+    assert manifest.compression == "0"
+    result = verify_backup(s3_client_via(get_settings()), backup_bucket, plain["manifest_key"], _source(),
+                           pg_bin_dir=pg_bin)  # fmt: skip
+    assert result.tables == EXPECTED_COUNTS
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_compression_this_pg_dump_cannot_do_fails_naming_the_setting_and_writes_nothing(
+    seeded_db, backup_bucket, pg_bin, s3_client, monkeypatch, dry_run
+):
+    from mlops.backups.tasks import backup_postgres
+
+    monkeypatch.setenv("MLOPS_BACKUP_PG_COMPRESS", "zstd:3")  # pg_dump 16+; this machine has 15
+    with pytest.raises(BackupError, match=r"MLOPS_BACKUP_PG_COMPRESS='zstd:3': needs pg_dump 16 or later"):
+        backup_postgres(seeded_db, DAY, "manual__zstd", dry_run=dry_run)
+    assert _keys(s3_client, backup_bucket) == []
+    assert _open_uploads(s3_client, backup_bucket) == []

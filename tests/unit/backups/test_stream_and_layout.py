@@ -10,7 +10,15 @@ from datetime import date
 import pytest
 
 from mlops.backups import layout
-from mlops.backups.postgres import MIB, DumpStream, PgDumpFailed, part_size_for
+from mlops.backups.postgres import (
+    MIB,
+    BackupError,
+    DumpStream,
+    PgDumpFailed,
+    client_major,
+    compression_arg,
+    part_size_for,
+)
 from mlops.backups.s3 import Encryption
 from mlops.backups.verify import compare_counts
 
@@ -81,3 +89,33 @@ def test_row_count_comparison_names_every_difference():
         "table public.c restored but not in manifest",
         "table public.a: 3 rows restored, manifest says 1",
     ]
+
+
+# -- pg_dump compression (setting backup_pg_compress) -----------------------------------------------
+PG15 = "pg_dump (PostgreSQL) 15.8"
+PG17 = "pg_dump (PostgreSQL) 17.2 (Debian 17.2-1.pgdg120+1)"
+
+
+@pytest.mark.parametrize("value", ["0", "1", "6", "9", " 1 "])
+def test_a_gzip_level_works_with_every_pg_dump(value):
+    assert compression_arg(value, PG15) == value.strip()
+    assert compression_arg(value, PG17) == value.strip()
+
+
+@pytest.mark.parametrize("value", ["zstd", "zstd:3", "lz4:1", "gzip:9", "none", "ZSTD:level=5"])
+def test_a_method_needs_pg_dump_16_and_names_the_setting(value):
+    assert compression_arg(value, PG17) == value.lower()
+    with pytest.raises(BackupError, match=r"^MLOPS_BACKUP_PG_COMPRESS='.*': needs pg_dump 16 or later.*15.8"):
+        compression_arg(value, PG15)
+
+
+@pytest.mark.parametrize("value", ["", "10", "-1", "fast", "brotli", "zstd:", "gzip:1:2", "1; rm -rf /"])
+def test_anything_else_is_refused_naming_the_setting(value):
+    with pytest.raises(BackupError, match=r"^MLOPS_BACKUP_PG_COMPRESS='.*': not a pg_dump compression"):
+        compression_arg(value, PG17)
+
+
+def test_the_client_major_version_is_read_from_pg_dump_version_output():
+    assert client_major(PG15) == 15 and client_major(PG17) == 17
+    with pytest.raises(BackupError, match="cannot read the PostgreSQL version"):
+        client_major("pg_dump 15")

@@ -57,7 +57,12 @@ def airflow_links(
 
 
 class TaskFailureAlert(BaseNotifier):
-    """Notifier sending a task failure to Slack and PagerDuty (one incident per dag/task/run)."""
+    """Notifier sending a task failure to Slack and PagerDuty (one incident per dag/task/run).
+
+    When the task already paged its own, more specific incident for this error
+    (``mlops.alerting.router.mark_paged``, e.g. a failed backup verification), the
+    page is inhibited: Slack still gets the failure, naming that incident.
+    """
 
     def __init__(self, severity: str = "error") -> None:
         super().__init__()
@@ -70,15 +75,18 @@ class TaskFailureAlert(BaseNotifier):
             log.exception("failure alert could not be built or sent")
 
     def _send(self, context: dict[str, Any]) -> None:
-        from mlops.alerting.router import AlertRouter
+        from mlops.alerting.router import AlertRouter, paged_as
 
         d = _failure_details(context)
+        specific = paged_as(context.get("exception"))
         title = f"Airflow task failed: {d['dag_id']}.{d['task_id']}"
         lines = [
             f"*DAG* <{d['dag_url']}|{d['dag_id']}>  *Task* `{d['task_id']}`  *Try* {d['try_number']}",
             f"*Run* <{d['run_url']}|{d['run_id']}>" if d["run_url"] else f"*Run* `{d['run_id']}`",
             f"*Error* ```{d['error']}```",
         ]
+        if specific:
+            lines.append(f"*Paged as* `{specific}` (this failure's own incident; no second page)")
         links = [
             {"href": href, "text": text}
             for href, text in ((d["log_url"], "Task log"), (d["run_url"], "DAG run"), (d["dag_url"], "DAG"))
@@ -87,6 +95,9 @@ class TaskFailureAlert(BaseNotifier):
         router = AlertRouter()
         footer = " · ".join(f"<{link['href']}|{link['text']}>" for link in links)
         router.slack(title, lines, [footer], context)
+        if specific:
+            log.info("PagerDuty page inhibited: the failure already pages as %s", specific)
+            return
         router.pagerduty(
             action="trigger",
             dedup_key=f"airflow/{d['dag_id']}/{d['task_id']}/{d['run_id']}",

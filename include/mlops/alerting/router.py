@@ -124,3 +124,26 @@ class AlertRouter:
             log.exception("PagerDuty change event could not be delivered: %s", summary)
             return False
         return True
+
+
+# -- inhibition: a failure that already paged through its own incident is not paged again ----------
+_PAGED_AS = "mlops_paged_as"
+
+
+def mark_paged(error: BaseException, dedup_key: str) -> None:
+    """Record on ``error`` that a specific incident (``dedup_key``) already pages for it.
+
+    The generic task-failure callback (``mlops.callbacks``) then posts to Slack
+    only, naming that incident, instead of opening a second, vaguer one: the
+    inhibition Alertmanager applies when a specific alert fires beside a
+    generic one. Call it only after the specific page was delivered.
+    """
+    try:
+        setattr(error, _PAGED_AS, dedup_key)
+    except (AttributeError, TypeError):  # an exception type without a __dict__: page twice, never zero
+        log.debug("cannot mark %r as paged", error)
+
+
+def paged_as(error: BaseException | None) -> str:
+    """The incident that already pages for ``error`` (see :func:`mark_paged`), or ``""``."""
+    return str(getattr(error, _PAGED_AS, "") or "")

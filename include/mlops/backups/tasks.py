@@ -46,7 +46,12 @@ def backup_postgres(database: str, day: date, run_id: str, dry_run: bool) -> dic
     source = PgTarget.from_connection(settings.postgres_conn_id, database)
     if dry_run:
         return plan_backup(
-            s3, source, bucket=settings.backup_bucket, logical_date=day, pg_bin_dir=settings.pg_bin
+            s3,
+            source,
+            bucket=settings.backup_bucket,
+            logical_date=day,
+            pg_bin_dir=settings.pg_bin,
+            compression=settings.backup_pg_compress,
         )
     manifest = backup_database(
         s3,
@@ -56,6 +61,7 @@ def backup_postgres(database: str, day: date, run_id: str, dry_run: bool) -> dic
         encryption=Encryption.from_settings(settings),
         pg_bin_dir=settings.pg_bin,
         run_id=run_id,
+        compression=settings.backup_pg_compress,
     )
     return {
         "database": database,
@@ -74,11 +80,15 @@ def _manifest_key(manifest: Any) -> str:
 
 
 def verify_postgres(backup: dict[str, Any], run_url: str = "") -> dict[str, Any]:
-    """Restore-test one fresh dump; page (critical, one incident per database) on any failure."""
-    from mlops.alerting.router import AlertRouter
+    """Restore-test one fresh dump; page (critical, one incident per database) on any failure.
+
+    That incident is the page for the failure: the task's generic failure callback
+    sees it on the exception and only posts to Slack.
+    """
+    from mlops.alerting.router import AlertRouter, mark_paged
     from mlops.backups.postgres import PgTarget
     from mlops.backups.s3 import Encryption, s3_client
-    from mlops.backups.verify import alert_failure, report_success, verify_backup, write_markers
+    from mlops.backups.verify import alert_failure, dedup_key, report_success, verify_backup, write_markers
 
     settings = get_settings()
     router = AlertRouter(settings)
@@ -94,7 +104,8 @@ def verify_postgres(backup: dict[str, Any], run_url: str = "") -> dict[str, Any]
         )
         markers = write_markers(s3, settings.backup_bucket, result, Encryption.from_settings(settings))
     except BaseException as exc:
-        alert_failure(router, exc, database, key=backup.get("key", ""), links=links)
+        if alert_failure(router, exc, database, key=backup.get("key", ""), links=links):
+            mark_paged(exc, dedup_key(database))  # the failure callback then posts to Slack only
         raise
     report_success(router, result)
     return {**result.as_marker(), "markers": markers, "restore_seconds": result.restore_seconds}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from types import SimpleNamespace
 
 import pytest
 
@@ -12,6 +13,7 @@ from mlops.backups.postgres import PgTarget, backup_database
 from mlops.backups.s3 import s3_client
 from mlops.backups.tasks import verify_postgres
 from mlops.backups.verify import VerificationFailed
+from mlops.callbacks import failure_callbacks
 from mlops.settings import get_settings
 
 DAY = date(2026, 3, 1)
@@ -29,15 +31,25 @@ def _backup(db: str, bucket: str, pg_bin: str) -> dict:
     return {"database": db, "key": m.key, "manifest_key": layout.postgres_manifest_key(db, DAY)}
 
 
+def _truncate(s3_client, bucket: str, key: str) -> None:
+    data = s3_client.get_object(Bucket=bucket, Key=key)
+    s3_client.put_object(Bucket=bucket, Key=key, Body=data["Body"].read()[:-100], Metadata=data["Metadata"])
+
+
+def _task_failed(error: BaseException) -> None:
+    """What Airflow does next: the DAG's failure callback, with the task's exception."""
+    ti = SimpleNamespace(dag_id="mlops_backups", task_id="verify_postgres_backup", run_id="manual__v",
+                         try_number=1, log_url="")  # fmt: skip
+    (notifier,) = failure_callbacks()
+    notifier({"ti": ti, "run_id": "manual__v", "exception": error})
+
+
 def test_failed_verification_pages_critical_once_per_database_and_fails(
     seeded_db, backup_bucket, pg_bin, s3_client, alert_conns
 ):
     slack, pagerduty = alert_conns
     backup = _backup(seeded_db, backup_bucket, pg_bin)
-    data = s3_client.get_object(Bucket=backup_bucket, Key=backup["key"])
-    s3_client.put_object(
-        Bucket=backup_bucket, Key=backup["key"], Body=data["Body"].read()[:-100], Metadata=data["Metadata"]
-    )
+    _truncate(s3_client, backup_bucket, backup["key"])
 
     with pytest.raises(VerificationFailed):
         verify_postgres(backup, run_url="http://airflow.example/run")
@@ -52,6 +64,44 @@ def test_failed_verification_pages_critical_once_per_database_and_fails(
     assert event["links"] == [{"href": "http://airflow.example/run", "text": "Airflow run"}]
     assert slack.bodies() == []
     assert s3_client.list_objects_v2(Bucket=backup_bucket, Prefix="_markers/").get("KeyCount") == 0
+
+
+def test_the_task_failure_callback_does_not_page_a_second_time_for_a_paged_verification(
+    seeded_db, backup_bucket, pg_bin, s3_client, alert_conns
+):
+    slack, pagerduty = alert_conns
+    backup = _backup(seeded_db, backup_bucket, pg_bin)
+    _truncate(s3_client, backup_bucket, backup["key"])
+    with pytest.raises(VerificationFailed) as failed:
+        verify_postgres(backup)
+
+    _task_failed(failed.value)
+
+    # One incident: the critical, per-database one. The generic callback is inhibited from paging...
+    assert [e["dedup_key"] for e in pagerduty.bodies()] == [f"mlops-backups/verify/{seeded_db}"]
+    # ...and still tells Slack, naming the incident that pages.
+    (message,) = slack.bodies()
+    assert message["text"] == "Airflow task failed: mlops_backups.verify_postgres_backup"
+    assert f"*Paged as* `mlops-backups/verify/{seeded_db}`" in json.dumps(message["blocks"])
+
+
+def test_when_the_verification_page_was_not_delivered_the_task_failure_callback_pages(
+    seeded_db, backup_bucket, pg_bin, s3_client, alert_conns
+):
+    slack, pagerduty = alert_conns
+    backup = _backup(seeded_db, backup_bucket, pg_bin)
+    _truncate(s3_client, backup_bucket, backup["key"])
+    pagerduty.fail_next(500, times=4)  # the first try and its three retries: the critical page is lost
+    with pytest.raises(VerificationFailed) as failed:
+        verify_postgres(backup)
+
+    _task_failed(failed.value)
+
+    *lost, event = pagerduty.bodies()  # four failed tries of the critical page, then the generic page
+    assert [e["dedup_key"] for e in lost] == [f"mlops-backups/verify/{seeded_db}"] * 4
+    assert event["dedup_key"] == "airflow/mlops_backups/verify_postgres_backup/manual__v"
+    assert event["payload"]["summary"].startswith("Airflow task failed: mlops_backups.verify_postgres_backup")
+    assert "Paged as" not in json.dumps(slack.bodies())
 
 
 def test_passed_verification_resolves_the_incident_and_posts_a_slack_summary(

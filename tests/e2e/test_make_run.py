@@ -22,19 +22,33 @@ pytestmark = pytest.mark.e2e
 
 
 def _processes_using(home: Path) -> list[str]:
-    """Processes whose environment or command line points into ``home``: what Ctrl-C must not leave behind."""
+    """Processes whose working directory, environment or command line points into ``home``: what
+    Ctrl-C must not leave behind. The working directory matters: Airflow's components rename
+    themselves (setproctitle), which overwrites the environment that /proc shows."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             text = (entry / "environ").read_bytes() + (entry / "cmdline").read_bytes()
+            cwd = os.readlink(entry / "cwd")
         except OSError:
             continue
-        if str(home).encode() in text:
+        if str(home).encode() in text or Path(cwd).is_relative_to(home):
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")[:120]
             found.append(f"{entry.name}: {cmdline!r}")
     return found
+
+
+def _kill_everything_using(launcher: subprocess.Popen, home: Path, log: Path) -> None:
+    launcher.kill()
+    dirs = [home, *(Path(d) for d in re.findall(r"data in (\S+)", log.read_text(errors="replace")))]
+    for line in [line for d in dirs for line in _processes_using(d)]:
+        try:
+            os.kill(int(line.split(":", 1)[0]), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    launcher.wait(timeout=10)
 
 
 def _api(port: int, method: str, path: str, body: dict | None = None, token: str | None = None) -> dict:
@@ -52,6 +66,7 @@ def _api(port: int, method: str, path: str, body: dict | None = None, token: str
 
 
 def test_simulated_demo_is_labelled_runs_training_and_ctrl_c_leaves_nothing_behind(tmp_path):
+    """Also when started as a background job, which inherits SIGINT as ignored."""
     home = tmp_path / "dev"
     port, s3_port = free_port(), free_port()
     log = tmp_path / "make-run.log"
@@ -60,8 +75,14 @@ def test_simulated_demo_is_labelled_runs_training_and_ctrl_c_leaves_nothing_behi
     for key in [k for k in env if k.startswith(("AIRFLOW", "MLOPS_"))]:
         env.pop(key, None)
     with log.open("wb") as out:
+        # Started the way a background job is (`make run &`, nohup, CI runners): with SIGINT
+        # ignored, a disposition exec inherits. Ctrl-C must still stop everything.
         launcher = subprocess.Popen(
             [
+                "bash",
+                "-c",
+                'trap "" INT; exec "$@"',
+                "make-run",
                 sys.executable,
                 "-m",
                 "mlops.dev.run",
@@ -120,7 +141,11 @@ def test_simulated_demo_is_labelled_runs_training_and_ctrl_c_leaves_nothing_behi
     finally:
         if launcher.poll() is None:
             launcher.send_signal(signal.SIGINT)  # what Ctrl-C sends to the launcher
-        launcher.wait(timeout=90)
+        try:
+            launcher.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            _kill_everything_using(launcher, home, log)  # never leak a whole Airflow stack into the session
+            raise AssertionError("the launcher did not stop within 90 s of Ctrl-C") from None
 
     output = log.read_text(errors="replace")
     assert "[make run] stopped" in output

@@ -166,7 +166,24 @@ def _stop_group(proc: subprocess.Popen[bytes], grace: float = 15) -> None:
         time.sleep(2 if sig == signal.SIGTERM else 0)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _stop_on_ctrl_c_and_sigterm() -> None:
+    """Ctrl-C (SIGINT) and ``kill`` (SIGTERM) both shut the stack down in order.
+
+    Set explicitly: a launcher started as a background job (``make run &``,
+    ``nohup``, some CI runners) inherits SIGINT as *ignored*, and Python then
+    installs no KeyboardInterrupt handler, so Ctrl-C would do nothing and the
+    stack would outlive the launcher.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _stop_on_ctrl_c_and_sigterm()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -571,6 +571,33 @@ def wait_for_rollout(
         time.sleep(poll_seconds)
 
 
+def _select_color(cluster: Cluster, service: dict, color: str, version: str | None, holder: str) -> str:
+    """Point ``service`` at ``color`` in one patch guarded by the resourceVersion just read, recording
+    the version (None removes the annotation), the color and version it replaces, who switched it and
+    when. Returns the switch time."""
+    annotations = _annotations(service)
+    switched_at = _iso(_now())
+    cluster.patch(
+        "Service",
+        service["metadata"]["name"],
+        {
+            "metadata": {
+                "resourceVersion": service["metadata"]["resourceVersion"],
+                "annotations": {
+                    ACTIVE_VERSION: version,
+                    PREVIOUS_COLOR: service_color(service) or "",
+                    PREVIOUS_VERSION: annotations.get(ACTIVE_VERSION, ""),
+                    SWITCHED_BY: holder,
+                    SWITCHED_AT: switched_at,
+                },
+            },
+            "spec": {"selector": {"color": color}},
+        },
+        guarded=True,
+    )
+    return switched_at
+
+
 def switch_traffic(
     cluster: Cluster,
     model: str,
@@ -636,25 +663,7 @@ def switch_traffic(
                 f"{model}: {to_color} is not a complete rollout of {version} right now "
                 f"({message}; template version {_template_version(deployment)!r}); not switching"
             )
-        switched_at = _iso(_now())
-        cluster.patch(
-            "Service",
-            name,
-            {
-                "metadata": {
-                    "resourceVersion": service["metadata"]["resourceVersion"],
-                    "annotations": {
-                        ACTIVE_VERSION: version,
-                        PREVIOUS_COLOR: current or "",
-                        PREVIOUS_VERSION: annotations.get(ACTIVE_VERSION, ""),
-                        SWITCHED_BY: holder,
-                        SWITCHED_AT: switched_at,
-                    },
-                },
-                "spec": {"selector": {"color": to_color}},
-            },
-            guarded=True,
-        )
+        switched_at = _select_color(cluster, service, to_color, version, holder)
         log.info("%s: traffic switched from %s to %s (version %s)", model, current, to_color, version)
         return {"switched": True, "from_color": current, "to_color": to_color, "switched_at": switched_at}
 
@@ -764,25 +773,7 @@ def restore_traffic(
         if dry_run:
             log.info("dry run: would switch %s from %s back to %s", name, current, to_color)
             return {"switched": False, "to_color": to_color, "dry_run": True}
-        annotations = _annotations(service)
-        cluster.patch(
-            "Service",
-            name,
-            {
-                "metadata": {
-                    "resourceVersion": service["metadata"]["resourceVersion"],
-                    "annotations": {
-                        ACTIVE_VERSION: version or None,
-                        PREVIOUS_COLOR: current or "",
-                        PREVIOUS_VERSION: annotations.get(ACTIVE_VERSION, ""),
-                        SWITCHED_BY: holder,
-                        SWITCHED_AT: _iso(_now()),
-                    },
-                },
-                "spec": {"selector": {"color": to_color or NO_COLOR}},
-            },
-            guarded=True,
-        )
+        _select_color(cluster, service, to_color or NO_COLOR, version or None, holder)
         log.warning(
             "%s: traffic restored from %s to %s (version %s)", model, current, to_color, version or "-"
         )

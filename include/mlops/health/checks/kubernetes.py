@@ -57,15 +57,22 @@ def _api_client(ctx: CheckContext) -> Any:
     return KubernetesHook(conn_id=ctx.settings.kubernetes_conn_id).get_conn()
 
 
-def deployments(spec: CheckSpec, ctx: CheckContext) -> list[CheckResult]:
-    """One result per Deployment: available replicas must reach the desired count."""
+def _list(spec: CheckSpec, ctx: CheckContext, api: str, method: str, *namespace: str) -> list[Any]:
+    """``client.<api>(...).<method>(*namespace)`` items, with the check's label selector and timeout."""
     from kubernetes import client
 
-    ns = spec.params["namespace"]
-    api = client.AppsV1Api(_api_client(ctx))
-    items = api.list_namespaced_deployment(
-        ns, label_selector=spec.params.get("label_selector") or "", _request_timeout=spec.timeout_seconds
+    lister = getattr(getattr(client, api)(_api_client(ctx)), method)
+    return lister(
+        *namespace,
+        label_selector=spec.params.get("label_selector") or "",
+        _request_timeout=spec.timeout_seconds,
     ).items
+
+
+def deployments(spec: CheckSpec, ctx: CheckContext) -> list[CheckResult]:
+    """One result per Deployment: available replicas must reach the desired count."""
+    ns = spec.params["namespace"]
+    items = _list(spec, ctx, "AppsV1Api", "list_namespaced_deployment", ns)
     results = []
     for d in items:
         desired = d.spec.replicas if d.spec.replicas is not None else 1
@@ -107,16 +114,11 @@ def pods(spec: CheckSpec, ctx: CheckContext) -> list[CheckResult]:
     crash within ``crash_window_seconds`` (a crash-looping container runs briefly between
     back-offs), or Pending longer than ``pending_max_seconds``.
     """
-    from kubernetes import client
-
     ns = spec.params["namespace"]
     pending_max = spec.params.get("pending_max_seconds", 600)
     crash_window = spec.params.get("crash_window_seconds", 600)
     bad = set(spec.params.get("bad_reasons", BAD_WAITING_REASONS))
-    api = client.CoreV1Api(_api_client(ctx))
-    items = api.list_namespaced_pod(
-        ns, label_selector=spec.params.get("label_selector") or "", _request_timeout=spec.timeout_seconds
-    ).items
+    items = _list(spec, ctx, "CoreV1Api", "list_namespaced_pod", ns)
     now = dt.datetime.now(dt.UTC)
     problems: dict[str, list[str]] = {}
     for pod in items:
@@ -165,13 +167,8 @@ def pods(spec: CheckSpec, ctx: CheckContext) -> list[CheckResult]:
 
 def hpas(spec: CheckSpec, ctx: CheckContext) -> list[CheckResult]:
     """One result per HorizontalPodAutoscaler: failing while pinned at ``maxReplicas``."""
-    from kubernetes import client
-
     ns = spec.params["namespace"]
-    api = client.AutoscalingV2Api(_api_client(ctx))
-    items = api.list_namespaced_horizontal_pod_autoscaler(
-        ns, label_selector=spec.params.get("label_selector") or "", _request_timeout=spec.timeout_seconds
-    ).items
+    items = _list(spec, ctx, "AutoscalingV2Api", "list_namespaced_horizontal_pod_autoscaler", ns)
     results = []
     for h in items:
         current = (h.status.current_replicas or 0) if h.status else 0
@@ -197,14 +194,9 @@ def _quantity(value: Any) -> int:
 
 def gpu_nodes(spec: CheckSpec, ctx: CheckContext) -> list[CheckResult]:
     """One result for the GPU pool: Ready GPU nodes and allocatable GPUs against minimums."""
-    from kubernetes import client
-
     p = spec.params
     resource = p.get("resource", "nvidia.com/gpu")
-    api = client.CoreV1Api(_api_client(ctx))
-    nodes = api.list_node(
-        label_selector=p.get("label_selector") or "", _request_timeout=spec.timeout_seconds
-    ).items
+    nodes = _list(spec, ctx, "CoreV1Api", "list_node")
     ready_nodes, allocatable, not_ready = 0, 0, []
     for node in nodes:
         gpus = _quantity((node.status.allocatable or {}).get(resource)) if node.status else 0

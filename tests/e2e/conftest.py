@@ -98,18 +98,24 @@ def api(standalone):
     return standalone.client()
 
 
-def wait_for_dag(api, dag_id: str, timeout: float = 120) -> None:
-    """Wait until the dag-processor has serialized the DAG, then unpause it."""
+def parsed_dag(api, dag_id: str, timeout: float = 120):
+    """The DAG as the API serves it, once the dag-processor has serialized it (404 until then)."""
     import airflow_client.client as ac
 
     dags = ac.DAGApi(api)
     deadline = time.monotonic() + timeout
     while True:
         try:
-            dags.get_dag(dag_id)
-            break
+            return dags.get_dag(dag_id)
         except ac.ApiException as exc:
             if exc.status != 404 or time.monotonic() > deadline:
                 raise
             time.sleep(1)
-    dags.patch_dag(dag_id, ac.DAGPatchBody(is_paused=False))
+
+
+def wait_for_dag(api, dag_id: str, timeout: float = 120) -> None:
+    """Wait until the dag-processor has serialized the DAG, then unpause it."""
+    import airflow_client.client as ac
+
+    parsed_dag(api, dag_id, timeout)
+    ac.DAGApi(api).patch_dag(dag_id, ac.DAGPatchBody(is_paused=False))

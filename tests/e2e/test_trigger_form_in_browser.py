@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from playwright.sync_api import Error as PlaywrightError
 
 from mlops.training import training_params
 from tests.conftest import REPO_ROOT
+from tests.e2e.conftest import parsed_dag
 from tests.harness.standalone import ADMIN
 
 pytestmark = pytest.mark.e2e
@@ -107,16 +107,8 @@ def paused_training_dag(api) -> Iterator[None]:
     """Wait until the DAG is parsed; keep it paused for the module, then restore its pause state."""
     import airflow_client.client as ac
 
+    was_paused = parsed_dag(api, DAG_ID).is_paused
     dags = ac.DAGApi(api)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            was_paused = dags.get_dag(DAG_ID).is_paused
-            break
-        except ac.ApiException as exc:
-            if exc.status != 404 or time.monotonic() > deadline:
-                raise
-            time.sleep(1)
     dags.patch_dag(DAG_ID, ac.DAGPatchBody(is_paused=True))
     try:
         yield

@@ -55,19 +55,24 @@ def _dates(s3, bucket: str) -> set[date]:
     return {layout.parse_dated_dir(k, layout.postgres_prefix(DB)) for k in keys}
 
 
-def test_retention_dry_run_logs_every_deletion_and_deletes_nothing(s3_conn, s3_bucket, retention_log):
-    s3 = s3_client(get_settings())
-    _seed(s3, s3_bucket)
-
-    report = apply_retention(
+def _retain(s3, bucket: str, dry_run: bool) -> dict:
+    """The policy under test: 7 daily, 4 weekly, 3 monthly; the newest verified dump is 2026-02-20."""
+    return apply_retention(
         s3,
-        s3_bucket,
+        bucket,
         layout.postgres_prefix(DB),
         RetentionPolicy(7, 4, 3),
         newest_verified=date(2026, 2, 20),
         require_verified=True,
-        dry_run=True,
+        dry_run=dry_run,
     )
+
+
+def test_retention_dry_run_logs_every_deletion_and_deletes_nothing(s3_conn, s3_bucket, retention_log):
+    s3 = s3_client(get_settings())
+    _seed(s3, s3_bucket)
+
+    report = _retain(s3, s3_bucket, dry_run=True)
 
     assert len(_dates(s3, s3_bucket)) == 61
     assert report["deleted_objects"] == 2 * 48
@@ -82,15 +87,7 @@ def test_retention_keeps_exactly_the_policy_set_and_the_newest_verified_dump(
     s3 = s3_client(get_settings())
     _seed(s3, s3_bucket)
 
-    report = apply_retention(
-        s3,
-        s3_bucket,
-        layout.postgres_prefix(DB),
-        RetentionPolicy(7, 4, 3),
-        newest_verified=date(2026, 2, 20),
-        require_verified=True,
-        dry_run=False,
-    )
+    report = _retain(s3, s3_bucket, dry_run=False)
 
     assert _dates(s3, s3_bucket) == EXPECTED_KEPT | {date(2025, 12, 1)}
     assert {date.fromisoformat(d) for d in report["kept"]} == EXPECTED_KEPT

@@ -62,7 +62,8 @@ from airflow.sdk import dag, get_current_context, task
 from mlops import tags
 from mlops.assets import MODEL_CANDIDATES
 from mlops.callbacks import failure_callbacks
-from mlops.promotion import final_verdicts, promotion_params
+from mlops.promotion import tasks as steps
+from mlops.promotion.params import promotion_params
 
 PROMOTION_TASKS = [
     "resolve_active_color",
@@ -76,6 +77,7 @@ PROMOTION_TASKS = [
     "move_registry_pointer",
     "scale_down_previous_color",
 ]
+final = steps.final_verdicts
 
 
 @dag(
@@ -96,10 +98,10 @@ PROMOTION_TASKS = [
 )
 def mlops_promotion():
     @task
-    @final_verdicts()
+    @final()
     def resolve_request() -> dict:
         """Model and version from the params or the triggering asset event; checked in the registry."""
-        from mlops.promotion import resolve_request as resolve
+        from mlops.promotion.params import resolve_request as resolve
 
         ctx = get_current_context()
         return resolve(ctx["params"], ctx.get("triggering_asset_events"), ctx["dag"].dag_id, ctx["run_id"])
@@ -107,7 +109,7 @@ def mlops_promotion():
     @task
     def list_other_candidates() -> list[dict]:
         """Candidates of other models that arrived in the same batch of asset events."""
-        from mlops.promotion import other_candidates
+        from mlops.promotion.params import other_candidates
 
         return other_candidates(get_current_context().get("triggering_asset_events"))
 
@@ -120,88 +122,18 @@ def mlops_promotion():
     def choose_path(request: dict) -> str:
         return "rollback_traffic" if request["rollback"] else "resolve_active_color"
 
-    @task
-    @final_verdicts()
-    def resolve_active_color(request: dict) -> dict:
-        """The active color from the Service's selector; takes the promotion lease."""
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        from mlops import bluegreen
-        from mlops.promotion import cluster
-        from mlops.settings import get_settings
-
-        state = bluegreen.resolve_active_color(
-            cluster(),
-            request["model"],
-            request["holder"],
-            get_settings().promotion_lease_seconds,
-            request["dry_run"],
-            version=request["version"],
-        )
-        if state["already_active"]:
-            raise AirflowSkipException(f"{request['model']} {request['version']} already serves production")
-        return state
+    resolve_active_color = task(final()(steps.resolve_active_color))
+    deploy_candidate = task(final()(steps.deploy_candidate))
+    wait_for_rollout = task(final()(steps.wait_for_rollout))
 
     @task
-    @final_verdicts()
-    def deploy_candidate(request: dict, state: dict) -> dict:
-        """Create or patch the idle color's Deployment (and HPA, PDB); point the preview Service at it."""
-        from mlops import bluegreen
-        from mlops.promotion import cluster, serving_spec
-
-        kube = cluster()
-        spec = serving_spec(request, state["candidate_color"], kube.namespace)
-        return bluegreen.deploy_candidate(kube, spec, request["holder"], request["dry_run"])
-
-    @task
-    @final_verdicts()
-    def wait_for_rollout(request: dict, deployed: dict) -> dict:
-        """Complete only when observedGeneration >= generation and updated = ready = available = desired."""
-        from mlops import bluegreen
-        from mlops.promotion import cluster
-        from mlops.settings import get_settings
-
-        if request["dry_run"]:
-            return {"dry_run": True}
-        s = get_settings()
-        return bluegreen.wait_for_rollout(
-            cluster(),
-            deployed["deployment"],
-            request["version"],
-            deployed["generation"],
-            s.promotion_rollout_timeout_seconds,
-            s.promotion_poll_seconds,
-        )
-
-    @task
-    @final_verdicts()
+    @final()
     def run_pre_promotion_analysis(request: dict, rollout: dict) -> dict:
-        """Gates through the preview Service: ready, version, smoke predictions, quality, Prometheus."""
-        from mlops import analysis
-        from mlops.manifests.render import preview_service_name
-        from mlops.promotion import cluster, prometheus_gate, samples_for, service_client
-
-        if request["dry_run"]:
-            return {"dry_run": True}
-        kube = cluster()
-        report = analysis.pre_promotion(
-            service_client(kube, preview_service_name(request["model"])),
-            request["model"],
-            request["version"],
-            samples_for(request),
-            request["candidate_accuracy"],
-            request["production_accuracy"],
-            analysis.Gates.from_settings(),
-            prometheus_gate(),
-        )
-        return report.raise_if_failed().as_dict()
+        return steps.run_pre_promotion_analysis(request)
 
     @task.branch
     def decide_approval(request: dict, report: dict) -> list[str]:
-        """Auto-promote: straight to the switch. Otherwise the switch also waits for the approval."""
-        if request["auto_promote"] or request["dry_run"]:
-            return ["switch_traffic"]
-        return ["approve_promotion", "switch_traffic"]
+        return steps.approval_branch(request)
 
     approve_promotion = ApprovalOperator(
         task_id="approve_promotion",
@@ -215,170 +147,49 @@ def mlops_promotion():
     )
 
     @task(trigger_rule="none_failed_min_one_success")
-    @final_verdicts()
+    @final()
     def switch_traffic(state: dict) -> dict:
-        """One patch of the active Service's selector, guarded by resourceVersion and the lease."""
-        from mlops import bluegreen
-        from mlops.promotion import cluster
-
         # Pulled, not passed: an upstream resolve_request must not make a skipped promotion run this.
         request = get_current_context()["ti"].xcom_pull(task_ids="resolve_request")
-
-        return bluegreen.switch_traffic(
-            cluster(),
-            request["model"],
-            state["candidate_color"],
-            state["active_color"],
-            request["version"],
-            request["holder"],
-            request["dry_run"],
-        )
+        return steps.switch_traffic(request, state)
 
     @task
-    @final_verdicts()
+    @final()
     def run_post_promotion_analysis(request: dict, switched: dict) -> dict:
-        """The live checks through the active Service, for the analysis window."""
-        from mlops import analysis
-        from mlops.manifests.render import active_service_name
-        from mlops.promotion import cluster, prometheus_gate, samples_for, service_client
-
-        if request["dry_run"]:
-            return {"dry_run": True}
-        report = analysis.analysis_window(
-            service_client(cluster(), active_service_name(request["model"])),
-            request["model"],
-            request["version"],
-            samples_for(request),
-            analysis.Gates.from_settings(),
-            request["analysis_duration_seconds"],
-            interval_seconds=min(5.0, max(0.5, request["analysis_duration_seconds"] / 10)),
-            prometheus=prometheus_gate(),
-        )
-        return report.raise_if_failed().as_dict()
+        return steps.run_post_promotion_analysis(request)
 
     @task
-    @final_verdicts()
+    @final()
     def move_registry_pointer(request: dict, report: dict) -> dict | None:
-        """Production pointer -> the candidate (compare-and-swap against what was read at the start)."""
-        from mlops.registry import ModelRegistry
-
-        if request["dry_run"]:
-            return None
-        return ModelRegistry.from_settings().promote(
-            request["model"], request["version"], request["production_version"], request["holder"]
-        )
+        return steps.move_registry_pointer(request)
 
     @task
-    @final_verdicts()
+    @final()
     def scale_down_previous_color(request: dict, state: dict, pointer: dict | None) -> dict:
-        """After scale_down_delay_seconds, the old color goes to 0 replicas; its Deployment stays."""
-        from mlops import bluegreen
-        from mlops.promotion import cluster
+        return steps.scale_down_previous_color(request, state)
 
-        return bluegreen.scale_down(
-            cluster(),
-            request["model"],
-            state["active_color"],
-            request["scale_down_delay_seconds"],
-            request["dry_run"],
-        )
+    rollback_traffic = task(final()(steps.rollback_traffic))
 
     @task
-    @final_verdicts()
-    def rollback_traffic(request: dict) -> dict:
-        """Scale the previous color up if needed, then switch the active Service back to it."""
-        from mlops import bluegreen
-        from mlops.promotion import cluster
-        from mlops.settings import get_settings
-
-        s = get_settings()
-        kube = cluster()
-        bluegreen.resolve_active_color(
-            kube, request["model"], request["holder"], s.promotion_lease_seconds, request["dry_run"]
-        )
-        return bluegreen.rollback(
-            kube,
-            request["model"],
-            request["holder"],
-            s.promotion_rollout_timeout_seconds,
-            s.promotion_poll_seconds,
-            request["dry_run"],
-        )
-
-    @task
-    @final_verdicts()
+    @final()
     def roll_back_registry_pointer(request: dict, outcome: dict) -> dict | None:
-        from mlops.registry import ModelRegistry
-
-        if request["dry_run"]:
-            return None
-        return ModelRegistry.from_settings().rollback(request["model"], request["holder"])
+        return steps.roll_back_registry_pointer(request)
 
     @task
-    @final_verdicts()
+    @final()
     def scale_down_rolled_back_color(request: dict, outcome: dict, pointer: dict | None) -> dict:
-        from mlops import bluegreen
-        from mlops.promotion import cluster
-
-        return bluegreen.scale_down(
-            cluster(),
-            request["model"],
-            outcome.get("from_color"),
-            request["scale_down_delay_seconds"],
-            request["dry_run"],
-        )
+        return steps.scale_down_rolled_back_color(request, outcome)
 
     @task(trigger_rule="none_failed_min_one_success")
     def notify() -> dict:
         """Slack summary and PagerDuty change event of what happened."""
-        from mlops.promotion import notify as send
-        from mlops.settings import get_settings
-
         ctx = get_current_context()
-        ti = ctx["ti"]
-        request = ti.xcom_pull(task_ids="resolve_request")
-        if request["rollback"]:
-            outcome = dict(ti.xcom_pull(task_ids="rollback_traffic") or {})
-        else:
-            outcome = {
-                **(ti.xcom_pull(task_ids="switch_traffic") or {}),
-                "pre_promotion": _verdicts(ti.xcom_pull(task_ids="run_pre_promotion_analysis")),
-                "post_promotion": _verdicts(ti.xcom_pull(task_ids="run_post_promotion_analysis")),
-            }
-        outcome["dry_run"] = request["dry_run"] or None
-        run_url = f"{get_settings().airflow_base_url}/dags/{ctx['dag'].dag_id}/runs/{ctx['run_id']}"
-        return send(request, outcome, run_url)
+        return steps.announce(ctx["ti"], ctx["dag"].dag_id, ctx["run_id"])
 
     @task(trigger_rule="all_done", retries=3)
-    def clean_up(request: dict | None = None) -> str:
+    def clean_up() -> str:
         """Always runs: undo a failed promotion (before or after the switch) and release the lease."""
-        from mlops import bluegreen
-        from mlops.promotion import cluster
-        from mlops.settings import get_settings
-
-        ti = get_current_context()["ti"]
-        request = request or ti.xcom_pull(task_ids="resolve_request")
-        if not request or request["dry_run"]:
-            return "nothing to clean up"
-        kube = cluster()
-        if request["rollback"]:
-            bluegreen.release_lease(kube, request["model"], request["holder"])
-            return "lease released"
-        state = ti.xcom_pull(task_ids="resolve_active_color")
-        if not state:
-            return "the lease was never taken: nothing to clean up"
-        completed = ti.xcom_pull(task_ids="move_registry_pointer") is not None
-        s = get_settings()
-        return bluegreen.clean_up(
-            kube,
-            request["model"],
-            state["candidate_color"],
-            state["active_color"],
-            request["holder"],
-            completed,
-            s.promotion_rollout_timeout_seconds,
-            s.promotion_poll_seconds,
-        )
+        return steps.clean_up(get_current_context()["ti"])
 
     @task(trigger_rule="one_failed", retries=0)
     def fail_run_if_any_failed() -> None:
@@ -411,31 +222,10 @@ def mlops_promotion():
     [scaled, rolled_scaled] >> notified
 
     cleaned = clean_up()
-    all_steps = [
-        path,
-        state,
-        deployed,
-        rollout,
-        pre,
-        decision,
-        approve_promotion,
-        switched,
-        post,
-        pointer,
-        scaled,
-        rolled,
-        back_pointer,
-        rolled_scaled,
-        notified,
-    ]
+    all_steps = [path, state, deployed, rollout, pre, decision, approve_promotion, switched, post, pointer]
+    all_steps += [scaled, rolled, back_pointer, rolled_scaled, notified]
     all_steps >> cleaned
     [*all_steps, request, cleaned] >> fail_run_if_any_failed()
-
-
-def _verdicts(report: dict | None) -> str | None:
-    if not report or report.get("dry_run"):
-        return None
-    return ", ".join(f"{c['name']} {'ok' if c['ok'] else 'FAILED'}" for c in report.get("checks", []))
 
 
 mlops_promotion()

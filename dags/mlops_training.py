@@ -48,7 +48,8 @@ from airflow.sdk import dag, get_current_context, task
 from mlops import tags
 from mlops.assets import MODEL_CANDIDATES
 from mlops.callbacks import deadline_alert, failure_callbacks
-from mlops.training import TrainingPodOperator, training_params
+from mlops.training.operator import TrainingPodOperator
+from mlops.training.params import training_params
 
 
 @dag(
@@ -73,7 +74,7 @@ from mlops.training import TrainingPodOperator, training_params
 def mlops_training():
     train = TrainingPodOperator(
         task_id="train_model",
-        # Infrastructure failures only (see mlops.pod_failures); the backoff spaces out
+        # Infrastructure failures only (see mlops.training.failures); the backoff spaces out
         # retries while a node pool recovers.
         retries=3,
         retry_exponential_backoff=True,
@@ -87,7 +88,7 @@ def mlops_training():
         from airflow.sdk.exceptions import AirflowFailException
 
         from mlops.settings import get_settings
-        from mlops.training import register_candidate as register
+        from mlops.training.tasks import register_candidate as register
 
         ctx = get_current_context()
         plan = ctx["ti"].xcom_pull(task_ids="train_model", key="plan")

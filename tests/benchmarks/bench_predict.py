@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlops import analysis, bluegreen
 from mlops.dev.ports import free_port
+from mlops.promotion import bluegreen, gates
 from mlops.serving.model import OnnxModel, parse_instances
 from tests.unit.serving.digits_artifacts import held_out, onnx_bytes, register_version, upload_version
 
@@ -146,7 +146,7 @@ def test_predict_under_wrk_against_the_same_model_in_process(s3_server, s3_clien
 def test_candidate_ready_to_traffic_switched_beyond_the_analysis(
     kube, kube_conn, s3_conn, s3_client, monkeypatch
 ):
-    from mlops.manifests.render import ServingSpec
+    from mlops.promotion.manifests.render import ServingSpec
     from mlops.registry import ModelRegistry
     from tests.harness.kubesim import LocalProcess
 
@@ -161,7 +161,7 @@ def test_candidate_ready_to_traffic_switched_beyond_the_analysis(
     )
     registry = ModelRegistry(s3_client, bucket)
     cluster = bluegreen.Cluster.from_connection()
-    gates = analysis.Gates()
+    limits = gates.Gates()
     timings = []
     previous = None
     for i in range(1, 6):
@@ -183,10 +183,10 @@ def test_candidate_ready_to_traffic_switched_beyond_the_analysis(
         deployed = bluegreen.deploy_candidate(cluster, spec, holder)
         bluegreen.wait_for_rollout(cluster, deployed["deployment"], version, deployed["generation"], 60, 0.05)
         ready = time.perf_counter()  # "candidate ready": the rollout is seen complete
-        client = analysis.ProxyServiceClient(cluster.api_client, kube_conn, "digits-preview")
-        samples = analysis.load_samples(s3_client, uri)
-        report = analysis.pre_promotion(
-            client, "digits", version, samples, 0.95, 0.95 if previous else None, gates
+        client = gates.ProxyServiceClient(cluster.api_client, kube_conn, "digits-preview")
+        samples = gates.load_samples(s3_client, uri)
+        report = gates.pre_promotion(
+            client, "digits", version, samples, 0.95, 0.95 if previous else None, limits
         ).raise_if_failed()
         bluegreen.switch_traffic(
             cluster, "digits", state["candidate_color"], state["active_color"], version, holder

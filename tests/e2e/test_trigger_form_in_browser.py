@@ -20,7 +20,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
-from mlops.training import training_params
+from mlops.training.params import training_params
 from tests.conftest import REPO_ROOT
 from tests.e2e.conftest import parsed_dag
 from tests.harness.standalone import ADMIN

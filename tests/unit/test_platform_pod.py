@@ -5,7 +5,7 @@ from __future__ import annotations
 import pendulum
 import pytest
 
-from mlops.pods import PlatformPodOperator
+from mlops.training.operator import PlatformPodOperator
 
 
 def _pod(monkeypatch, **kwargs) -> dict:

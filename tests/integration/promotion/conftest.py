@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from mlops import analysis, bluegreen
-from mlops.manifests.render import ServingSpec
+from mlops.promotion import bluegreen, gates
+from mlops.promotion.manifests.render import ServingSpec
 from mlops.registry import ModelRegistry
 from tests.harness.kubesim import LocalProcess
 from tests.unit.serving.digits_artifacts import register_version
@@ -48,11 +48,11 @@ class Serving:
             env={"AWS_ENDPOINT_URL": self.s3_endpoint},
         )
 
-    def client(self, service: str) -> analysis.ServiceClient:
-        return analysis.ProxyServiceClient(self.cluster.api_client, self.namespace, service)
+    def client(self, service: str) -> gates.ServiceClient:
+        return gates.ProxyServiceClient(self.cluster.api_client, self.namespace, service)
 
-    def samples(self, version: str) -> analysis.Samples:
-        return analysis.load_samples(self.s3_client, self.registry.get(MODEL, version)["artifact_uri"])
+    def samples(self, version: str) -> gates.Samples:
+        return gates.load_samples(self.s3_client, self.registry.get(MODEL, version)["artifact_uri"])
 
     def selector_color(self) -> str | None:
         service = self.kube.get("Service", self.namespace, MODEL)
@@ -95,26 +95,26 @@ class Serving:
                 0.1,
             )
             prod_acc = self.registry.get(MODEL, prod_version)["metrics"]["accuracy"] if prod_version else None
-            out["pre"] = analysis.pre_promotion(
+            out["pre"] = gates.pre_promotion(
                 self.client(f"{MODEL}-preview"),
                 MODEL,
                 version,
                 self.samples(version),
                 self.registry.get(MODEL, version)["metrics"]["accuracy"],
                 prod_acc,
-                analysis.Gates(),
+                gates.Gates(),
             ).raise_if_failed()
             out["switched"] = bluegreen.switch_traffic(
                 self.cluster, MODEL, state["candidate_color"], state["active_color"], version, holder
             )
             if post_check:
                 post_check()
-            out["post"] = analysis.analysis_window(
+            out["post"] = gates.analysis_window(
                 self.client(MODEL),
                 MODEL,
                 version,
                 self.samples(version),
-                analysis.Gates(),
+                gates.Gates(),
                 analysis_seconds,
                 0.2,
             ).raise_if_failed()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlops import analysis, bluegreen
+from mlops.promotion import bluegreen, gates
 from tests.integration.promotion.conftest import BROKEN_IMAGE, MODEL
 
 
@@ -65,7 +65,7 @@ def test_failing_quality_gate_aborts_before_the_switch(serving):
     serving.register("v1")
     serving.register("v2", quality="bad")  # honest metrics: accuracy ~0.01
     serving.promote("v1")
-    with pytest.raises(analysis.GateFailed, match=r"quality: accuracy 0\.0\d+ < minimum 0\.85"):
+    with pytest.raises(gates.GateFailed, match=r"quality: accuracy 0\.0\d+ < minimum 0\.85"):
         serving.promote("v2")
     assert serving.selector_color() == "blue" and serving.replicas("green") == 0
     assert serving.registry.production(MODEL)["version"] == "v1"
@@ -76,7 +76,7 @@ def test_failing_smoke_gate_aborts_a_candidate_whose_metrics_lie(serving):
     serving.register("v2", quality="bad", reported_accuracy=0.97)
     serving.promote("v1")
     with pytest.raises(
-        analysis.GateFailed, match=r"smoke: 64 held-out samples, served accuracy 0\.\d+ \(< 0\.750\)"
+        gates.GateFailed, match=r"smoke: 64 held-out samples, served accuracy 0\.\d+ \(< 0\.750\)"
     ):
         serving.promote("v2")
     assert serving.selector_color() == "blue" and serving.replicas("green") == 0
@@ -92,7 +92,7 @@ def test_a_failure_after_the_switch_restores_the_previous_color(serving):
             "POST", rf"/namespaces/{serving.namespace}/services/{MODEL}:http/proxy/predict", 500, times=None
         )
 
-    with pytest.raises(analysis.GateFailed, match="post-promotion analysis failed: smoke"):
+    with pytest.raises(gates.GateFailed, match="post-promotion analysis failed: smoke"):
         serving.promote("v2", post_check=break_green)
     assert serving.selector_color() == "blue"
     assert serving.replicas("green") == 0 and serving.replicas("blue") == 1

@@ -7,8 +7,8 @@ import time
 import httpx
 import pytest
 
-from mlops.analysis import Gates, PrometheusGate
 from mlops.dev.ports import free_port
+from mlops.promotion.gates import Gates, PrometheusGate
 from tests.harness.prometheus import MISSING, PROMETHEUS, running_prometheus
 from tests.integration.serving.test_model_server_process import start_server, wait_ready
 from tests.unit.serving.digits_artifacts import held_out, upload_version

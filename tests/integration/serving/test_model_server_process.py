@@ -101,14 +101,14 @@ def test_a_missing_artifact_ends_the_process_with_status_1(s3_server, s3_bucket)
 
 
 def test_the_in_cluster_direct_mode_runs_the_gates_over_plain_http(server):
-    from mlops import analysis
+    from mlops.promotion import gates
 
     _, url = server
-    client = analysis.DirectServiceClient(url)
+    client = gates.DirectServiceClient(url)
     inputs, labels = held_out(64)
-    report = analysis.pre_promotion(
-        client, "digits", "v1", analysis.Samples(inputs, labels), 0.95, 0.95, analysis.Gates()
+    report = gates.pre_promotion(
+        client, "digits", "v1", gates.Samples(inputs, labels), 0.95, 0.95, gates.Gates()
     )
     assert report.ok, report.as_dict()
     assert [c.name for c in report.checks] == ["quality", "ready", "version", "smoke"]
-    assert not analysis.check_version(client, "v2").ok
+    assert not gates.check_version(client, "v2").ok

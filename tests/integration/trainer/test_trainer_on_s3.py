@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlops.analysis import Samples
+from mlops.promotion.gates import Samples
 from mlops.registry import artifact_uri, checkpoint_uri, validate_metrics
 
 MODEL, VERSION = "digits-mlp", "v20261127t020000-1a2b3c4d"

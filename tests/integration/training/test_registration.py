@@ -7,7 +7,7 @@ import json
 import pytest
 
 from mlops.settings import Settings
-from mlops.training import register_candidate
+from mlops.training.tasks import register_candidate
 
 
 def _plan(bucket: str) -> dict:

@@ -185,7 +185,7 @@ def test_killing_the_task_deletes_its_pod(cluster, kube):
     import pendulum
     from airflow.sdk import DAG
 
-    from mlops.pods import PlatformPodOperator
+    from mlops.training.operator import PlatformPodOperator
 
     ns = cluster["namespace"]
     kube.register_image(SCRIPTED, ScriptedContainer(logs=["training ..."], run_seconds=60))

@@ -9,8 +9,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from mlops.compute_profiles import PROFILES
 from mlops.settings import Settings
+from mlops.training.profiles import PROFILES
 from tests.unit.deploy.conftest import FIXTURES, PLATFORM
 
 

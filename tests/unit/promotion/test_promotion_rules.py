@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from mlops import analysis, bluegreen
-from mlops.promotion import candidate_from_events, other_candidates, promotion_params
+from mlops.promotion import bluegreen, gates
+from mlops.promotion.params import candidate_from_events, other_candidates, promotion_params
 from mlops.samples import samples_document
 
 
@@ -88,7 +88,7 @@ def test_the_active_color_is_read_from_the_selector_and_none_means_never_switche
     assert bluegreen.service_color(None) is None
 
 
-GATES = analysis.Gates(min_accuracy=0.85, accuracy_tolerance=0.02)
+GATES = gates.Gates(min_accuracy=0.85, accuracy_tolerance=0.02)
 
 
 @pytest.mark.parametrize(
@@ -105,25 +105,25 @@ GATES = analysis.Gates(min_accuracy=0.85, accuracy_tolerance=0.02)
 def test_quality_gate_needs_the_minimum_and_at_most_the_tolerance_below_production(
     candidate, production, ok, detail
 ):
-    check = analysis.quality_gate(candidate, production, GATES)
+    check = gates.quality_gate(candidate, production, GATES)
     assert check.ok is ok and detail in check.detail
 
 
 def test_prometheus_gate_fails_on_error_rate_or_p95_and_passes_a_window_without_traffic():
-    gates = analysis.Gates(max_error_rate=0.01, max_p95_seconds=0.25)
-    assert analysis.evaluate_prometheus({"error_rate": 0.0, "p95_seconds": 0.01}, gates).ok
-    bad = analysis.evaluate_prometheus({"error_rate": 0.05, "p95_seconds": 0.4}, gates)
+    limits = gates.Gates(max_error_rate=0.01, max_p95_seconds=0.25)
+    assert gates.evaluate_prometheus({"error_rate": 0.0, "p95_seconds": 0.01}, limits).ok
+    bad = gates.evaluate_prometheus({"error_rate": 0.05, "p95_seconds": 0.4}, limits)
     assert (
         not bad.ok
         and "error rate 0.0500 > 0.0100" in bad.detail
         and "p95 latency 0.400 s > 0.250 s" in bad.detail
     )
-    empty = analysis.evaluate_prometheus({"error_rate": None, "p95_seconds": None}, gates)
+    empty = gates.evaluate_prometheus({"error_rate": None, "p95_seconds": None}, limits)
     assert empty.ok and "no data" in empty.detail
 
 
 def test_prometheus_queries_select_the_candidate_version():
-    queries = analysis.PrometheusGate("http://prom:9090", window="2m").queries("digits", "v2")
+    queries = gates.PrometheusGate("http://prom:9090", window="2m").queries("digits", "v2")
     assert (
         'mlops_model_requests_total{model="digits",version="v2",status=~"5.."}[2m]' in queries["error_rate"]
     )
@@ -131,20 +131,20 @@ def test_prometheus_queries_select_the_candidate_version():
 
 
 def test_samples_json_must_pair_inputs_with_labels():
-    samples = analysis.Samples.parse(samples_document([[0.0] * 64, [1.0] * 64], [3, 4]))
+    samples = gates.Samples.parse(samples_document([[0.0] * 64, [1.0] * 64], [3, 4]))
     assert samples.labels == [3, 4] and len(samples.inputs[0]) == 64
     with pytest.raises(ValueError, match="same length"):
         samples_document([[0.0] * 64], [1, 2])
     with pytest.raises(ValueError, match=r'samples\[0\] needs an "input" list'):
-        analysis.Samples.parse({"samples": [{"label": 1}]})
+        gates.Samples.parse({"samples": [{"label": 1}]})
 
 
 def test_a_failed_gate_names_every_failed_check():
-    report = analysis.AnalysisReport(
+    report = gates.AnalysisReport(
         "pre-promotion",
-        [analysis.Check("ready", True, "200"), analysis.Check("smoke", False, "answered 500")],
+        [gates.Check("ready", True, "200"), gates.Check("smoke", False, "answered 500")],
     )
-    with pytest.raises(analysis.GateFailed, match="pre-promotion analysis failed: smoke: answered 500"):
+    with pytest.raises(gates.GateFailed, match="pre-promotion analysis failed: smoke: answered 500"):
         report.raise_if_failed()
 
 

@@ -7,7 +7,7 @@ import itertools
 import kubernetes_validate
 import pytest
 
-from mlops.manifests.render import ServingSpec, deployment, hpa, pdb, render_all, service
+from mlops.promotion.manifests.render import ServingSpec, deployment, hpa, pdb, render_all, service
 
 
 def spec(color: str = "green", **kw) -> ServingSpec:

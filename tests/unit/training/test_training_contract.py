@@ -8,7 +8,8 @@ import pendulum
 import pytest
 
 from mlops.settings import Settings
-from mlops.training import DEFAULT_IMAGE, plan_run, training_params
+from mlops.training.params import DEFAULT_IMAGE, training_params
+from mlops.training.plan import plan_run
 
 VALID = {
     "model_name": "digits-mlp",
@@ -117,7 +118,7 @@ def _training_pod(monkeypatch, params: dict) -> tuple[dict, dict]:
     from airflow.sdk import DAG
     from kubernetes.client import ApiClient
 
-    from mlops.training import TrainingPodOperator
+    from mlops.training.operator import TrainingPodOperator
 
     monkeypatch.setenv("MLOPS_TRAINER_S3_ENDPOINT", "http://s3.internal:9000")
     with DAG("training_probe", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):

@@ -121,7 +121,7 @@ class DirectServiceClient:
 
 def service_client(api_client: Any, namespace: str, service: str, mode: str | None = None) -> ServiceClient:
     """The client for ``settings.serving_access`` (``proxy`` or ``direct``)."""
-    from mlops.manifests.render import SERVICE_PORT
+    from mlops.promotion.manifests.render import SERVICE_PORT
     from mlops.settings import get_settings
 
     mode = mode or get_settings().serving_access

@@ -1,23 +1,18 @@
-"""The promotion DAG's contract and the glue of its tasks (the DAG file only wires them).
+"""The promotion DAG's form contract and the run's request.
 
 - ``promotion_params()``: the UI form / REST ``conf`` contract.
 - ``resolve_request()``: the run's model and version (from the params, or from the triggering
   ``model_candidates`` asset event), validated against the registry.
-- ``serving_spec()``, ``cluster()``, ``preview_client()``/``active_client()``: what the
-  blue-green steps (``mlops.bluegreen``) and the gates (``mlops.analysis``) need.
-- ``notify()``: the Slack summary and the PagerDuty change event.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 from airflow.sdk import Param
 
-from mlops.training import MODEL_NAME_PATTERN
+from mlops.training.params import MODEL_NAME_PATTERN
 
 log = logging.getLogger(__name__)
 VERSION_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
@@ -150,125 +145,3 @@ def other_candidates(triggering_events: Any) -> list[dict[str, Any]]:
     model are superseded by its newest, as a newer registration of that model would be)."""
     candidates = list(_candidates_by_model(triggering_events).values())[:-1]
     return [{"model": c["model"], "version": c["version"]} for c in candidates]
-
-
-@contextlib.contextmanager
-def final_verdicts() -> Iterator[None]:
-    """Turn refusals (a failed gate or rollout, a held lease, a missing RBAC grant, an unknown version)
-    into task failures that Airflow does not retry: running them again gives the same answer.
-    API errors (409/429/5xx, network) were already retried with backoff inside the library."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from mlops.analysis import GateFailed
-    from mlops.bluegreen import PromotionError, RbacDenied
-    from mlops.registry import RegistryError
-
-    try:
-        yield
-    except (GateFailed, PromotionError, RbacDenied, RegistryError, ValueError) as exc:
-        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
-
-
-def cluster():
-    """The serving namespace through the ``kubernetes_default`` connection."""
-    from mlops.bluegreen import Cluster
-
-    return Cluster.from_connection()
-
-
-def s3_endpoint() -> str:
-    """Where the server pods reach S3: the setting, else the AWS connection's ``endpoint_url`` (AWS: none)."""
-    from airflow.exceptions import AirflowNotFoundException
-    from airflow.sdk import BaseHook
-
-    from mlops.settings import get_settings
-
-    settings = get_settings()
-    if settings.model_server_s3_endpoint:
-        return settings.model_server_s3_endpoint
-    try:
-        extra = BaseHook.get_connection(settings.aws_conn_id).extra_dejson
-    except AirflowNotFoundException:
-        return ""
-    return extra.get("endpoint_url") or ""
-
-
-def serving_spec(request: dict[str, Any], color: str, namespace: str):
-    """The candidate color's manifests' inputs, from the request and the settings."""
-    from mlops.manifests.render import ServingSpec
-    from mlops.settings import get_settings
-
-    settings = get_settings()
-    endpoint = s3_endpoint()
-    return ServingSpec(
-        model=request["model"],
-        color=color,
-        version=request["version"],
-        image=settings.model_server_image,
-        model_uri=request["artifact_uri"],
-        namespace=namespace,
-        replicas=settings.model_server_replicas,
-        max_replicas=max(settings.model_server_max_replicas, settings.model_server_replicas),
-        progress_deadline_seconds=settings.model_server_progress_deadline_seconds,
-        env={"AWS_ENDPOINT_URL": endpoint} if endpoint else {},
-        s3_secret=settings.model_server_s3_secret or None,
-        annotations={"mlops.io/promotion": request["holder"]},
-    )
-
-
-def service_client(kube, service: str):
-    from mlops.analysis import service_client as make
-
-    return make(kube.api_client, kube.namespace, service)
-
-
-def prometheus_gate():
-    from mlops.analysis import PrometheusGate
-    from mlops.settings import get_settings
-
-    url = get_settings().prometheus_url
-    return PrometheusGate(url) if url else None
-
-
-def samples_for(request: dict[str, Any]):
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    from mlops.analysis import load_samples
-    from mlops.settings import get_settings
-
-    return load_samples(S3Hook(aws_conn_id=get_settings().aws_conn_id).get_conn(), request["artifact_uri"])
-
-
-def notify(request: dict[str, Any], outcome: dict[str, Any], run_url: str = "") -> dict[str, bool]:
-    """Post the Slack summary and the PagerDuty change event of a finished promotion or rollback."""
-    from mlops.alerting.router import AlertRouter
-
-    model = request["model"]
-    if request.get("rollback"):
-        title = f"Rolled back {model}: traffic on {outcome.get('to_color')} ({outcome.get('version') or '-'})"
-    else:
-        title = (
-            f"Promoted {model} {request['version']} ({outcome.get('from_color') or 'first deployment'} -> "
-            f"{outcome.get('to_color')})"
-        )
-    sections = [f"*{k.replace('_', ' ')}*: {v}" for k, v in outcome.items() if v not in (None, "", [], {})]
-    links = [{"href": run_url, "text": "Airflow run"}] if run_url else None
-    router = AlertRouter()
-    return {
-        "slack": router.slack(title, sections, [f"<{run_url}|Airflow run>"] if run_url else None),
-        "pagerduty": router.pagerduty_change(
-            title,
-            custom_details={"request": _public(request), **outcome},
-            links=links,
-            source="mlops_promotion",
-        ),
-    }
-
-
-def _public(request: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: v
-        for k, v in request.items()
-        if k
-        in ("model", "version", "holder", "production_version", "candidate_accuracy", "dry_run", "rollback")
-    }

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from mlops.manifests import render
-from mlops.manifests.render import COLORS, NO_COLOR, ServingSpec
+from mlops.promotion.manifests import render
+from mlops.promotion.manifests.render import COLORS, NO_COLOR, ServingSpec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

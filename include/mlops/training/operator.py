@@ -18,9 +18,11 @@ from airflow.providers.cncf.kubernetes.utils.pod_manager import OnFinishAction
 from airflow.sdk.exceptions import AirflowFailException
 from kubernetes.client import models as k8s
 
-from mlops.compute_profiles import get_profile
-from mlops.pod_failures import classify_pod_failure
 from mlops.settings import get_settings
+from mlops.training.failures import classify_pod_failure
+from mlops.training.params import DEFAULT_IMAGE
+from mlops.training.plan import plan_run
+from mlops.training.profiles import get_profile
 
 RUN_UID = 10001
 _LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]")
@@ -65,7 +67,7 @@ def _scratch_volumes(scratch_size: str) -> tuple[list[k8s.V1Volume], list[k8s.V1
 class PlatformPodOperator(KubernetesPodOperator):
     """KubernetesPodOperator with the platform's defaults.
 
-    :param compute_profile: a profile name from ``mlops.compute_profiles`` (may be templated).
+    :param compute_profile: a profile name from ``mlops.training.profiles`` (may be templated).
     :param gpus: GPU count; ``None`` takes the profile's default (may be templated).
     :param model_name: labels the pod with the model it works on (may be templated).
     :param secret_env: ``{ENV_NAME: (secret_name, key)}``; credentials only ever come from Secrets.
@@ -228,3 +230,48 @@ class PlatformPodOperator(KubernetesPodOperator):
                 # A code failure would fail again: do not spend GPU retries on it.
                 raise AirflowFailException(f"{failure.reason}; not retried (application failure)") from exc
             raise
+
+
+class TrainingPodOperator(PlatformPodOperator):
+    """The trainer's pod, shaped by the run's params (see :func:`training_params`).
+
+    The plan is pushed to XCom under the key ``plan`` for the registration step. A plan
+    that cannot be made (e.g. too many GPUs for the profile) fails the task at once,
+    naming the parameter, without spending retries and before any pod exists.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(image=DEFAULT_IMAGE, **kwargs)
+
+    def prepare(self, context: Any) -> None:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        settings = get_settings()
+        params = context["params"]
+        try:
+            plan = plan_run(params, context["run_id"], context.get("logical_date"), settings)
+        except ValueError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        self.image = plan.image
+        self.arguments = plan.arguments
+        self.compute_profile = plan.compute_profile
+        self.gpus = plan.gpus
+        self.model_name = plan.model_name
+        self.active_deadline_seconds = plan.active_deadline_seconds
+        self.retry_application_failures = bool(params.get("retry_on_training_failure"))
+        self.add_env(
+            {
+                "RUN_ID": context["run_id"],
+                "MODEL_NAME": plan.model_name,
+                "MODEL_VERSION": plan.model_version,
+                "ARTIFACT_URI": plan.artifact_uri,
+                "CHECKPOINT_URI": plan.checkpoint_uri,
+                "TRAINER_IMAGE": plan.image,
+                "AWS_ENDPOINT_URL": plan.s3_endpoint,
+            }
+        )
+        self.secret_env = {
+            "AWS_ACCESS_KEY_ID": (plan.s3_secret, "aws_access_key_id"),
+            "AWS_SECRET_ACCESS_KEY": (plan.s3_secret, "aws_secret_access_key"),
+        }
+        context["ti"].xcom_push(key="plan", value=plan.as_dict())

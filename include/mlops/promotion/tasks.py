@@ -1,0 +1,343 @@
+"""The callables that the promotion DAG's tasks call; the DAG file only declares tasks and order.
+
+Each callable takes the plain values that upstream tasks returned (``request``, ``state``, ...)
+and returns what its downstream tasks need, so it runs the same under Airflow and in a test.
+The glue they share: ``cluster()`` (the serving namespace through ``kubernetes_default``),
+``serving_spec()``, ``service_client()``, ``prometheus_gate()``, ``samples_for()`` and
+``notify()``; ``final_verdicts()`` turns refusals into failures that Airflow does not retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from mlops.promotion import bluegreen, gates
+from mlops.promotion.manifests.render import active_service_name, preview_service_name
+from mlops.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def final_verdicts() -> Iterator[None]:
+    """Turn refusals (a failed gate or rollout, a held lease, a missing RBAC grant, an unknown version)
+    into task failures that Airflow does not retry: running them again gives the same answer.
+    API errors (409/429/5xx, network) were already retried with backoff inside the library."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from mlops.registry import RegistryError
+
+    try:
+        yield
+    except (
+        gates.GateFailed,
+        bluegreen.PromotionError,
+        bluegreen.RbacDenied,
+        RegistryError,
+        ValueError,
+    ) as exc:
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
+def cluster() -> bluegreen.Cluster:
+    """The serving namespace through the ``kubernetes_default`` connection."""
+    return bluegreen.Cluster.from_connection()
+
+
+def s3_endpoint() -> str:
+    """Where the server pods reach S3: the setting, else the AWS connection's ``endpoint_url`` (AWS: none)."""
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.sdk import BaseHook
+
+    settings = get_settings()
+    if settings.model_server_s3_endpoint:
+        return settings.model_server_s3_endpoint
+    try:
+        extra = BaseHook.get_connection(settings.aws_conn_id).extra_dejson
+    except AirflowNotFoundException:
+        return ""
+    return extra.get("endpoint_url") or ""
+
+
+def serving_spec(request: dict[str, Any], color: str, namespace: str):
+    """The candidate color's manifests' inputs, from the request and the settings."""
+    from mlops.promotion.manifests.render import ServingSpec
+
+    settings = get_settings()
+    endpoint = s3_endpoint()
+    return ServingSpec(
+        model=request["model"],
+        color=color,
+        version=request["version"],
+        image=settings.model_server_image,
+        model_uri=request["artifact_uri"],
+        namespace=namespace,
+        replicas=settings.model_server_replicas,
+        max_replicas=max(settings.model_server_max_replicas, settings.model_server_replicas),
+        progress_deadline_seconds=settings.model_server_progress_deadline_seconds,
+        env={"AWS_ENDPOINT_URL": endpoint} if endpoint else {},
+        s3_secret=settings.model_server_s3_secret or None,
+        annotations={"mlops.io/promotion": request["holder"]},
+    )
+
+
+def service_client(kube: bluegreen.Cluster, service: str) -> gates.ServiceClient:
+    """A client of ``service`` in the serving namespace (through the API server's proxy by default)."""
+    return gates.service_client(kube.api_client, kube.namespace, service)
+
+
+def prometheus_gate() -> gates.PrometheusGate | None:
+    """The Prometheus gate when ``MLOPS_PROMETHEUS_URL`` is set."""
+    url = get_settings().prometheus_url
+    return gates.PrometheusGate(url) if url else None
+
+
+def samples_for(request: dict[str, Any]):
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return gates.load_samples(
+        S3Hook(aws_conn_id=get_settings().aws_conn_id).get_conn(), request["artifact_uri"]
+    )
+
+
+def notify(request: dict[str, Any], outcome: dict[str, Any], run_url: str = "") -> dict[str, bool]:
+    """Post the Slack summary and the PagerDuty change event of a finished promotion or rollback."""
+    from mlops.alerting.router import AlertRouter
+
+    model = request["model"]
+    if request.get("rollback"):
+        title = f"Rolled back {model}: traffic on {outcome.get('to_color')} ({outcome.get('version') or '-'})"
+    else:
+        title = (
+            f"Promoted {model} {request['version']} ({outcome.get('from_color') or 'first deployment'} -> "
+            f"{outcome.get('to_color')})"
+        )
+    sections = [f"*{k.replace('_', ' ')}*: {v}" for k, v in outcome.items() if v not in (None, "", [], {})]
+    links = [{"href": run_url, "text": "Airflow run"}] if run_url else None
+    router = AlertRouter()
+    return {
+        "slack": router.slack(title, sections, [f"<{run_url}|Airflow run>"] if run_url else None),
+        "pagerduty": router.pagerduty_change(
+            title,
+            custom_details={"request": _public(request), **outcome},
+            links=links,
+            source="mlops_promotion",
+        ),
+    }
+
+
+def _public(request: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: v
+        for k, v in request.items()
+        if k
+        in ("model", "version", "holder", "production_version", "candidate_accuracy", "dry_run", "rollback")
+    }
+
+
+# -- the DAG's steps ---------------------------------------------------------------------------------
+def resolve_active_color(request: dict[str, Any]) -> dict[str, Any]:
+    """The active color from the Service's selector; takes the promotion lease.
+
+    Raises ``AirflowSkipException`` when the requested version already serves production.
+    """
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    state = bluegreen.resolve_active_color(
+        cluster(),
+        request["model"],
+        request["holder"],
+        get_settings().promotion_lease_seconds,
+        request["dry_run"],
+        version=request["version"],
+    )
+    if state["already_active"]:
+        raise AirflowSkipException(f"{request['model']} {request['version']} already serves production")
+    return state
+
+
+def deploy_candidate(request: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    """Create or patch the idle color's Deployment (and HPA, PDB); point the preview Service at it."""
+    kube = cluster()
+    spec = serving_spec(request, state["candidate_color"], kube.namespace)
+    return bluegreen.deploy_candidate(kube, spec, request["holder"], request["dry_run"])
+
+
+def wait_for_rollout(request: dict[str, Any], deployed: dict[str, Any]) -> dict[str, Any]:
+    """Complete only when observedGeneration >= generation and updated = ready = available = desired."""
+    if request["dry_run"]:
+        return {"dry_run": True}
+    s = get_settings()
+    return bluegreen.wait_for_rollout(
+        cluster(),
+        deployed["deployment"],
+        request["version"],
+        deployed["generation"],
+        s.promotion_rollout_timeout_seconds,
+        s.promotion_poll_seconds,
+    )
+
+
+def run_pre_promotion_analysis(request: dict[str, Any]) -> dict[str, Any]:
+    """Gates through the preview Service: ready, version, smoke predictions, quality, Prometheus."""
+    if request["dry_run"]:
+        return {"dry_run": True}
+    report = gates.pre_promotion(
+        service_client(cluster(), preview_service_name(request["model"])),
+        request["model"],
+        request["version"],
+        samples_for(request),
+        request["candidate_accuracy"],
+        request["production_accuracy"],
+        gates.Gates.from_settings(),
+        prometheus_gate(),
+    )
+    return report.raise_if_failed().as_dict()
+
+
+def approval_branch(request: dict[str, Any]) -> list[str]:
+    """Auto-promote (or a dry run): straight to the switch; otherwise the switch waits for the approval."""
+    if request["auto_promote"] or request["dry_run"]:
+        return ["switch_traffic"]
+    return ["approve_promotion", "switch_traffic"]
+
+
+def switch_traffic(request: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    """One patch of the active Service's selector, guarded by resourceVersion and the lease."""
+    return bluegreen.switch_traffic(
+        cluster(),
+        request["model"],
+        state["candidate_color"],
+        state["active_color"],
+        request["version"],
+        request["holder"],
+        request["dry_run"],
+    )
+
+
+def run_post_promotion_analysis(request: dict[str, Any]) -> dict[str, Any]:
+    """The live checks through the active Service, for the analysis window."""
+    if request["dry_run"]:
+        return {"dry_run": True}
+    report = gates.analysis_window(
+        service_client(cluster(), active_service_name(request["model"])),
+        request["model"],
+        request["version"],
+        samples_for(request),
+        gates.Gates.from_settings(),
+        request["analysis_duration_seconds"],
+        interval_seconds=min(5.0, max(0.5, request["analysis_duration_seconds"] / 10)),
+        prometheus=prometheus_gate(),
+    )
+    return report.raise_if_failed().as_dict()
+
+
+def move_registry_pointer(request: dict[str, Any]) -> dict[str, Any] | None:
+    """Production pointer -> the candidate (compare-and-swap against what was read at the start)."""
+    from mlops.registry import ModelRegistry
+
+    if request["dry_run"]:
+        return None
+    return ModelRegistry.from_settings().promote(
+        request["model"], request["version"], request["production_version"], request["holder"]
+    )
+
+
+def scale_down_previous_color(request: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    """After scale_down_delay_seconds, the old color goes to 0 replicas; its Deployment stays."""
+    return bluegreen.scale_down(
+        cluster(),
+        request["model"],
+        state["active_color"],
+        request["scale_down_delay_seconds"],
+        request["dry_run"],
+    )
+
+
+def rollback_traffic(request: dict[str, Any]) -> dict[str, Any]:
+    """Scale the previous color up if needed, then switch the active Service back to it."""
+    s = get_settings()
+    kube = cluster()
+    bluegreen.resolve_active_color(
+        kube, request["model"], request["holder"], s.promotion_lease_seconds, request["dry_run"]
+    )
+    return bluegreen.rollback(
+        kube,
+        request["model"],
+        request["holder"],
+        s.promotion_rollout_timeout_seconds,
+        s.promotion_poll_seconds,
+        request["dry_run"],
+    )
+
+
+def roll_back_registry_pointer(request: dict[str, Any]) -> dict[str, Any] | None:
+    """Production pointer -> its previous version."""
+    from mlops.registry import ModelRegistry
+
+    if request["dry_run"]:
+        return None
+    return ModelRegistry.from_settings().rollback(request["model"], request["holder"])
+
+
+def scale_down_rolled_back_color(request: dict[str, Any], outcome: dict[str, Any]) -> dict[str, Any]:
+    """After the delay, the color that was rolled back from goes to 0 replicas."""
+    return bluegreen.scale_down(
+        cluster(),
+        request["model"],
+        outcome.get("from_color"),
+        request["scale_down_delay_seconds"],
+        request["dry_run"],
+    )
+
+
+def verdicts(report: dict[str, Any] | None) -> str | None:
+    """One line of a gate report: each check's name and ok/FAILED."""
+    if not report or report.get("dry_run"):
+        return None
+    return ", ".join(f"{c['name']} {'ok' if c['ok'] else 'FAILED'}" for c in report.get("checks", []))
+
+
+def announce(ti: Any, dag_id: str, run_id: str) -> dict[str, bool]:
+    """Slack summary and PagerDuty change event of what this run did (read from its XComs)."""
+    request = ti.xcom_pull(task_ids="resolve_request")
+    if request["rollback"]:
+        outcome = dict(ti.xcom_pull(task_ids="rollback_traffic") or {})
+    else:
+        outcome = {
+            **(ti.xcom_pull(task_ids="switch_traffic") or {}),
+            "pre_promotion": verdicts(ti.xcom_pull(task_ids="run_pre_promotion_analysis")),
+            "post_promotion": verdicts(ti.xcom_pull(task_ids="run_post_promotion_analysis")),
+        }
+    outcome["dry_run"] = request["dry_run"] or None
+    run_url = f"{get_settings().airflow_base_url}/dags/{dag_id}/runs/{run_id}"
+    return notify(request, outcome, run_url)
+
+
+def clean_up(ti: Any) -> str:
+    """Undo a failed promotion (before or after the switch) and release the lease, from the run's XComs."""
+    request = ti.xcom_pull(task_ids="resolve_request")
+    if not request or request["dry_run"]:
+        return "nothing to clean up"
+    kube = cluster()
+    if request["rollback"]:
+        bluegreen.release_lease(kube, request["model"], request["holder"])
+        return "lease released"
+    state = ti.xcom_pull(task_ids="resolve_active_color")
+    if not state:
+        return "the lease was never taken: nothing to clean up"
+    completed = ti.xcom_pull(task_ids="move_registry_pointer") is not None
+    s = get_settings()
+    return bluegreen.clean_up(
+        kube,
+        request["model"],
+        state["candidate_color"],
+        state["active_color"],
+        request["holder"],
+        completed,
+        s.promotion_rollout_timeout_seconds,
+        s.promotion_poll_seconds,
+    )

@@ -1,0 +1,35 @@
+"""The callables that the training DAG's tasks call (the DAG file only declares them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlops.settings import Settings
+
+
+def register_candidate(plan: dict[str, Any], lineage: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Validate the run's ``metrics.json`` and register the candidate; returns the registry entry.
+
+    A missing or malformed ``metrics.json`` raises ``ValueError`` with the object's URI.
+    """
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from mlops.registry import ModelRegistry, validate_metrics
+
+    s3 = S3Hook(aws_conn_id=settings.aws_conn_id).get_conn()
+    key = plan["artifact_uri"].removeprefix(f"s3://{settings.artifacts_bucket}/") + "metrics.json"
+    uri = f"s3://{settings.artifacts_bucket}/{key}"
+    try:
+        raw = s3.get_object(Bucket=settings.artifacts_bucket, Key=key)["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        raise ValueError(
+            f"metrics.json missing at {uri}: the trainer did not finish writing its outputs"
+        ) from None
+    try:
+        metrics = validate_metrics(raw)
+    except ValueError as exc:
+        raise ValueError(f"metrics.json at {uri} is malformed: {exc}") from exc
+    registry = ModelRegistry(s3, settings.artifacts_bucket)
+    return registry.register_candidate(
+        plan["model_name"], plan["model_version"], metrics, lineage, plan["artifact_uri"]
+    )

@@ -22,12 +22,10 @@ from jsonschema import Draft7Validator
 REPO = Path(__file__).resolve().parents[3]
 HELM_VALUES = REPO / "helm-values"
 CHART_VERSION = "1.22.0"
-# The CI machines get the chart's values/schema beside the repository (shared/reference); anywhere
-# else point MLOPS_AIRFLOW_CHART_DIR at an unpacked `helm pull apache-airflow/airflow --version 1.22.0`.
-_DEFAULT_CHART_DIRS = (
-    REPO.parent / "shared" / "reference" / f"airflow-chart-{CHART_VERSION}",
-    REPO / "shared" / "reference" / f"airflow-chart-{CHART_VERSION}",
-)
+# The chart's values/schema are vendored beside this module, so a clone alone passes the tests;
+# MLOPS_AIRFLOW_CHART_DIR points at another unpacked `helm pull apache-airflow/airflow --untar`.
+VENDORED_CHART_DIR = Path(__file__).resolve().parent / f"airflow-chart-{CHART_VERSION}"
+_DEFAULT_CHART_DIRS = (VENDORED_CHART_DIR,)
 
 
 def chart_dir() -> Path:

@@ -12,6 +12,9 @@ import yaml
 
 from mlops.settings import Settings
 from tests.unit.deploy.chart import (
+    CHART_VERSION,
+    REPO,
+    chart_dir,
     coalesce,
     load_values,
     merge_files,
@@ -28,6 +31,19 @@ COMBINATIONS = {"base": (BASE,), **{o: (BASE, HELM_VALUES / f"values-{o}.yaml") 
 @pytest.fixture(scope="module", params=list(COMBINATIONS))
 def values(request) -> tuple[str, dict]:
     return request.param, rendered_values(*COMBINATIONS[request.param])
+
+
+def test_the_chart_values_and_schema_come_from_the_repository_itself(monkeypatch):
+    """A clone with nothing beside it finds chart 1.22.0's values and schema inside the repository."""
+    import subprocess
+
+    monkeypatch.delenv("MLOPS_AIRFLOW_CHART_DIR", raising=False)
+    found = chart_dir()
+    assert found.is_relative_to(REPO), f"{found} lies outside the repository"
+    listing = ["git", "ls-files", str(found.relative_to(REPO))]
+    tracked = subprocess.run(listing, cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    assert {p.rsplit("/", 1)[-1] for p in tracked} >= {"Chart.yaml", "values.yaml", "values.schema.json"}
+    assert yaml.safe_load((found / "Chart.yaml").read_text())["version"] == CHART_VERSION
 
 
 def test_merge_follows_helm_maps_merged_lists_replaced_null_deletes():

@@ -183,7 +183,7 @@ def current_replicas(cluster: Cluster, model: str, color: str | None) -> int:
     return max(replicas_of(cluster.read("Deployment", name)), from_hpa)
 
 
-def _restore_count(deployment: dict) -> int:
+def restore_count(deployment: dict) -> int:
     """The count to scale a color back up to: what it had when scaled down, at least its minimum."""
     annotations = _annotations(deployment)
     counts = []
@@ -644,7 +644,7 @@ def bring_up(
     if replicas_of(deployment) > 0 or dry_run:
         scaled = {"deployment": name, "generation": deployment["metadata"].get("generation")}
     else:
-        scaled = scale(cluster, model, color, _restore_count(deployment), holder=holder)
+        scaled = scale(cluster, model, color, restore_count(deployment), holder=holder)
     if not dry_run:
         wait_for_rollout(cluster, name, version, scaled.get("generation"), timeout_seconds, poll_seconds)
     return scaled

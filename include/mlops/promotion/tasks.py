@@ -254,6 +254,7 @@ def scale_down_previous_color(request: dict[str, Any], state: dict[str, Any]) ->
         state["active_color"],
         request["scale_down_delay_seconds"],
         request["dry_run"],
+        holder=request["holder"],
     )
 
 
@@ -291,6 +292,7 @@ def scale_down_rolled_back_color(request: dict[str, Any], outcome: dict[str, Any
         outcome.get("from_color"),
         request["scale_down_delay_seconds"],
         request["dry_run"],
+        holder=request["holder"],
     )
 
 

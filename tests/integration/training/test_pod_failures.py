@@ -214,8 +214,9 @@ def test_a_quota_refusal_names_the_quota_instead_of_a_lost_pod(kube, ns):
         }
     )
     message = retried(run(make_operator(compute_profile="gpu-small")))
-    assert "exceeded quota: gpu-quota" in message
-    assert "disappeared" not in message
+    assert message.startswith("capacity failure: the namespace's ResourceQuota refused the pod (HTTP 403)")
+    assert "exceeded quota: gpu-quota" in message and "disappeared" not in message
+    assert pods(kube, ns) == []  # refused at admission: no pod was ever created
 
 
 # -- bug 3: the pod's own verdict: disruptions, node loss, the trainer's exit codes, OOM ----------------

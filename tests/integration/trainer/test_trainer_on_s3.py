@@ -17,6 +17,7 @@ import pytest
 
 from mlops.promotion.gates import Samples
 from mlops.registry import artifact_uri, checkpoint_uri, validate_metrics
+from mlops.trainer import exit_codes
 
 MODEL, VERSION = "digits-mlp", "v20261127t020000-1a2b3c4d"
 IMAGE = "ghcr.io/mlops-airflow/trainer:0.1.0"
@@ -236,26 +237,47 @@ def test_the_trainer_reads_an_npz_dataset_from_s3(s3_server, s3_client, s3_bucke
 @pytest.mark.parametrize(
     ("args", "env_change", "code", "message"),
     [
-        (["--epochs", "0"], {}, 2, "trainer: error: epochs: must be between 1 and 100000, got 0"),
-        (["--learning-rate", "0"], {}, 2, "trainer: error: learning_rate: must be greater than 0.0"),
+        (
+            ["--epochs", "0"],
+            {},
+            exit_codes.CONFIGURATION,
+            "trainer: error: epochs: must be between 1 and 100000, got 0",
+        ),
+        (
+            ["--learning-rate", "0"],
+            {},
+            exit_codes.CONFIGURATION,
+            "trainer: error: learning_rate: must be greater than 0.0",
+        ),
         (
             [],
             {"ARTIFACT_URI": "s3:/bucket/x"},
-            2,
+            exit_codes.CONFIGURATION,
             "trainer: error: ARTIFACT_URI: expected s3://bucket/prefix/",
         ),
-        ([], {"MODEL_VERSION": None}, 2, "trainer: error: MODEL_VERSION: environment variable is not set"),
+        (
+            [],
+            {"MODEL_VERSION": None},
+            exit_codes.CONFIGURATION,
+            "trainer: error: MODEL_VERSION: environment variable is not set",
+        ),
         (
             ["--dataset-uri", "s3://{bucket}/no/such.npz"],
             {},
-            2,
+            exit_codes.DATA,
             "trainer: error: dataset_uri: s3://{bucket}/no/such.npz does not exist",
         ),
         (
             [],
             {"ARTIFACT_URI": "s3://no-such-bucket-here/m/"},
-            3,
+            exit_codes.CONFIGURATION,
             "trainer: error: ARTIFACT_URI: bucket 'no-such-bucket-here' is not usable",
+        ),
+        (
+            [],
+            {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"},  # nothing listens: S3 is down, not misconfigured
+            exit_codes.TRANSIENT_STORAGE,
+            "trainer: error: ARTIFACT_URI: cannot reach S3",
         ),
     ],
 )

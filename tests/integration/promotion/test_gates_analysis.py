@@ -42,7 +42,7 @@ def test_one_flaky_round_under_the_failure_limit_passes_the_analysis(serving_v1)
     assert report.ok, report.as_dict()
     window = next(c for c in report.checks if c.name == "window")
     assert "1 failed round under the failure limit 3: round 1" in window.detail
-    assert report.rounds >= 3  # it went on over the whole window
+    assert report.rounds >= 2  # it went on past the failed round, to the end of the window
 
 
 def test_limit_consecutive_failed_rounds_fail_the_analysis_listing_the_rounds(serving_v1):

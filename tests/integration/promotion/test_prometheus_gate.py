@@ -74,8 +74,19 @@ def test_an_unreachable_prometheus_fails_the_gate():
     assert not check.ok and "query failed" in check.detail
 
 
-def queries_answered(prom_url: str) -> int:
-    """How many instant queries Prometheus has answered, from its own request counter."""
+def queries_answered(prom_url: str, at_least: int = 0) -> int:
+    """How many instant queries Prometheus has answered, from its own request counter.
+
+    Prometheus counts a request after its handler has returned, so a reply can arrive before its
+    count: wait (briefly) for ``at_least``.
+    """
+    deadline = time.monotonic() + 3
+    while (count := _query_counter(prom_url)) < at_least and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return count
+
+
+def _query_counter(prom_url: str) -> int:
     metrics = httpx.get(f"{prom_url}/metrics").text
     found = re.search(
         r'^prometheus_http_requests_total\{code="200",handler="/api/v1/query"\} (\d+)', metrics, re.M
@@ -122,14 +133,14 @@ def test_the_post_promotion_analysis_queries_prometheus_at_every_round(scraped_s
         "digits",
         "v7",
         gates.load_samples(s3_client, scraped_server.artifact_uri),
-        Gates(),
+        Gates(max_p95_seconds=5.0),  # this test counts queries; a loaded test machine may be slow
         duration_seconds=2.0,
-        interval_seconds=0.4,
+        interval_seconds=0.3,
         prometheus=gate,
     )
     assert report.ok, report.as_dict()
-    answered = queries_answered(scraped_server.prometheus) - before
-    assert report.rounds >= 4
+    assert report.rounds >= 3, report.as_dict()
+    answered = queries_answered(scraped_server.prometheus, before + 2 * report.rounds) - before
     assert answered == 2 * report.rounds, f"{answered} queries for {report.rounds} rounds"  # 2 per round
     prometheus = [c for c in report.checks if c.name == "prometheus"]
     assert len(prometheus) == 1 and prometheus[0].ok and "error_rate 0.0000" in prometheus[0].detail

@@ -1,8 +1,10 @@
 """``samples.json``: held-out inputs with their labels, beside every model version.
 
-The trainer writes it; the promotion's smoke gate sends its inputs to the candidate's
-model server and compares the answers with the labels. This module is the one
-definition of the format both sides use.
+The trainer writes every held-out sample it evaluated, each with the prediction of the
+model it exported (``predicted``). The promotion's gates send the inputs to the
+candidate's model server and compare the answers with the labels (smoke: accuracy) and
+with the trainer's predictions (parity: the same inputs give the same classes). This
+module is the one definition of the format both sides use.
 """
 
 from __future__ import annotations
@@ -49,3 +51,19 @@ def parse_samples(doc: Any) -> tuple[list[list[float]], list[int]]:
         inputs.append([float(v) for v in entry["input"]])
         labels.append(int(entry["label"]))
     return inputs, labels
+
+
+def parse_predicted(doc: Any) -> list[int] | None:
+    """The producing model's predictions, one per sample; ``None`` when no entry carries one.
+
+    A document where only some entries carry ``predicted`` is malformed (``ValueError``): a partial
+    set would make the parity check compare fewer samples than the trainer wrote.
+    """
+    entries = doc["samples"]
+    present = [isinstance(entry, dict) and "predicted" in entry for entry in entries]
+    if not any(present):
+        return None
+    if not all(present):
+        missing = present.index(False)
+        raise ValueError(f'samples.json: samples[{missing}] has no "predicted", but other samples do')
+    return [int(entry["predicted"]) for entry in entries]

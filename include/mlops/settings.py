@@ -93,6 +93,9 @@ class Settings:
     )
     promotion_max_error_rate: float = 0.01  # Prometheus gate (when prometheus_url is set)
     promotion_max_p95_seconds: float = 0.25
+    promotion_allow_no_metrics: bool = False  # true: a Prometheus query without data passes the gate
+    promotion_metrics_wait_seconds: float = 60.0  # pre-promotion: wait this long for the first scrape
+    promotion_analysis_failure_limit: int = 3  # consecutive failed post-promotion rounds that fail it
     promotion_rollout_timeout_seconds: int = 900
     promotion_poll_seconds: float = 2.0
     promotion_lease_seconds: int = 7200

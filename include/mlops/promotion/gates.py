@@ -1,10 +1,17 @@
 """Promotion gates: what must hold before traffic moves to a candidate, and while it serves.
 
-Pre-promotion (through the preview Service): ``/ready``; ``/version`` is the candidate's; smoke
-predictions on the version's held-out samples; the model-quality gate (accuracy at or above an
-absolute minimum and not worse than production by more than a tolerance); optionally a
-Prometheus gate on error rate and p95 latency. Post-promotion: the same live checks through the
-active Service, repeated over an analysis window.
+Pre-promotion (through the preview Service): ``/ready``; ``/version`` is the candidate's; every
+held-out sample of the version's ``samples.json`` is sent (in chunks the server accepts) and the
+answers must be accurate enough against the labels (smoke) and equal to the trainer's own
+predictions (parity); the model-quality gate (accuracy at or above an absolute minimum and not
+worse than production by more than a tolerance); optionally a Prometheus gate on error rate and
+p95 latency, where a query without data fails (as in Flagger) unless ``allow_no_metrics`` is set.
+
+Post-promotion: the same live checks, Prometheus included, through the active Service at every
+round of an analysis window. The analysis fails when ``failure_limit`` rounds in a row fail (Argo
+Rollouts' ``failureLimit``/``consecutiveErrorLimit``); a shorter failing streak is reported but
+tolerated, and a window never ends on a failing round: it goes on until a round passes or the
+limit is reached.
 
 The model server is reached through a :class:`ServiceClient`: by default through the Kubernetes
 API's service proxy (works from a laptop and from any cluster, with the connection's
@@ -17,10 +24,11 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from mlops.samples import parse_samples
+from mlops.samples import parse_predicted, parse_samples
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +53,20 @@ class GateFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class Gates:
-    """Thresholds; defaults from the settings (``promotion_*``)."""
+    """Thresholds and limits; defaults as in the settings (``promotion_*``)."""
 
     min_accuracy: float = 0.85
     accuracy_tolerance: float = 0.02
     smoke_tolerance: float = 0.1
     max_error_rate: float = 0.01
     max_p95_seconds: float = 0.25
+    allow_no_metrics: bool = False
+    metrics_wait_seconds: float = 60.0
+    failure_limit: int = 3
+
+    def __post_init__(self) -> None:
+        if self.failure_limit < 1:
+            raise ValueError(f"failure_limit must be at least 1, got {self.failure_limit}")
 
     @classmethod
     def from_settings(cls) -> Gates:
@@ -59,11 +74,14 @@ class Gates:
 
         s = get_settings()
         return cls(
-            s.promotion_min_accuracy,
-            s.promotion_accuracy_tolerance,
-            s.promotion_smoke_tolerance,
-            s.promotion_max_error_rate,
-            s.promotion_max_p95_seconds,
+            min_accuracy=s.promotion_min_accuracy,
+            accuracy_tolerance=s.promotion_accuracy_tolerance,
+            smoke_tolerance=s.promotion_smoke_tolerance,
+            max_error_rate=s.promotion_max_error_rate,
+            max_p95_seconds=s.promotion_max_p95_seconds,
+            allow_no_metrics=s.promotion_allow_no_metrics,
+            metrics_wait_seconds=s.promotion_metrics_wait_seconds,
+            failure_limit=s.promotion_analysis_failure_limit,
         )
 
 
@@ -152,14 +170,17 @@ def _safe_request(client: ServiceClient, method: str, path: str, body: Any = Non
 # -- held-out samples -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Samples:
+    """Held-out inputs, their labels and, when the trainer wrote them, its own predictions."""
+
     inputs: list[list[float]]
     labels: list[int]
+    predicted: list[int] | None = None
 
     @classmethod
     def parse(cls, doc: Any) -> Samples:
         """Read ``samples.json`` (format: :mod:`mlops.samples`)."""
         inputs, labels = parse_samples(doc)
-        return cls(inputs, labels)
+        return cls(inputs, labels, parse_predicted(doc))
 
 
 def load_samples(s3_client: Any, artifact_uri: str) -> Samples:
@@ -185,43 +206,103 @@ def check_version(client: ServiceClient, version: str) -> Check:
     )
 
 
-def smoke_predictions(
-    client: ServiceClient, version: str, samples: Samples, min_accuracy: float, batch: int = 256
-) -> tuple[Check, float | None]:
-    """Send the held-out samples; every answer must be well formed, from ``version``, and accurate enough.
+# One request stays well under the model server's limits (MAX_BATCH 1024 rows, MAX_BODY_BYTES 8 MiB).
+MAX_ROWS_PER_REQUEST = 256
+MAX_BYTES_PER_REQUEST = 1024 * 1024
+PARITY_INDICES_SHOWN = 5
 
-    Returns the check and the served accuracy (``None`` when a request failed).
-    """
-    correct = 0
-    for start in range(0, len(samples.inputs), batch):
-        rows, labels = samples.inputs[start : start + batch], samples.labels[start : start + batch]
+
+def request_chunks(
+    inputs: Sequence[Sequence[float]],
+    max_rows: int = MAX_ROWS_PER_REQUEST,
+    max_bytes: int = MAX_BYTES_PER_REQUEST,
+) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` slices covering every input in order, each at most ``max_rows`` rows and
+    about ``max_bytes`` of JSON (a single row larger than that still goes alone)."""
+    start, size = 0, 0
+    for i, row in enumerate(inputs):
+        row_bytes = len(json.dumps(row)) + 1
+        if i > start and (i - start >= max_rows or size + row_bytes > max_bytes):
+            yield start, i
+            start, size = i, 0
+        size += row_bytes
+    if start < len(inputs):
+        yield start, len(inputs)
+
+
+def served_predictions(client: ServiceClient, version: str, inputs: list[list[float]]) -> list[int] | Check:
+    """The classes the server answers for every input, or the failed ``smoke`` check that stopped it."""
+    served: list[int] = []
+    for start, end in request_chunks(inputs):
+        rows = inputs[start:end]
         status, body = _safe_request(client, "POST", "/predict", {"instances": rows})
         if status != 200 or not isinstance(body, dict):
-            return Check("smoke", False, f"/predict answered {status}: {str(body)[:300]}"), None
+            return Check(
+                "smoke", False, f"/predict of samples {start}-{end - 1} answered {status}: {str(body)[:300]}"
+            )
         predictions = body.get("predictions")
         if (
             not isinstance(predictions, list)
             or len(predictions) != len(rows)
             or not all(isinstance(p, int) and 0 <= p <= 9 for p in predictions)
         ):
-            return Check(
-                "smoke", False, f"/predict returned malformed predictions: {str(predictions)[:200]}"
-            ), None
+            return Check("smoke", False, f"/predict returned malformed predictions: {str(predictions)[:200]}")
         if body.get("model_version") != version:
             return Check(
                 "smoke",
                 False,
                 f"/predict answered from version {body.get('model_version')!r}, expected {version!r}",
-            ), None
-        correct += sum(p == y for p, y in zip(predictions, labels, strict=True))
-    served = correct / len(samples.labels)
-    ok = served >= min_accuracy
+            )
+        served.extend(predictions)
+    return served
+
+
+def smoke_check(served: Sequence[int], labels: Sequence[int], min_accuracy: float) -> Check:
+    """Served accuracy against the labels, at or above ``min_accuracy``."""
+    accuracy = sum(p == y for p, y in zip(served, labels, strict=True)) / len(labels)
+    ok = accuracy >= min_accuracy
     return Check(
         "smoke",
         ok,
-        f"{len(samples.labels)} held-out samples, served accuracy {served:.3f} "
+        f"{len(labels)} held-out samples, served accuracy {accuracy:.3f} "
         f"({'>=' if ok else '<'} {min_accuracy:.3f})",
-    ), served
+    )
+
+
+def parity_check(served: Sequence[int], predicted: Sequence[int]) -> Check:
+    """The served classes equal the trainer's own predictions for the same inputs, on every sample."""
+    differ = [i for i, (a, b) in enumerate(zip(served, predicted, strict=True)) if a != b]
+    if differ:
+        first = ", ".join(str(i) for i in differ[:PARITY_INDICES_SHOWN])
+        return Check(
+            "parity",
+            False,
+            f"{len(differ)} of {len(predicted)} served predictions differ from the trainer's; "
+            f"first at indices {first}",
+        )
+    return Check(
+        "parity", True, f"{len(predicted)} of {len(predicted)} served predictions match the trainer's"
+    )
+
+
+def prediction_checks(
+    client: ServiceClient, version: str, samples: Samples, min_accuracy: float
+) -> list[Check]:
+    """Send every held-out sample: ``smoke`` (accuracy vs labels) and, when the trainer wrote its
+    predictions, ``parity`` (the same classes as the trainer). A failed request is one failed smoke check."""
+    served = served_predictions(client, version, samples.inputs)
+    if isinstance(served, Check):
+        return [served]
+    smoke = smoke_check(served, samples.labels, min_accuracy)
+    if samples.predicted is None:
+        return [
+            Check(
+                "smoke",
+                smoke.ok,
+                smoke.detail + "; samples.json has no trainer predictions: parity not checked",
+            )
+        ]
+    return [smoke, parity_check(served, samples.predicted)]
 
 
 def quality_gate(candidate_accuracy: float | None, production_accuracy: float | None, gates: Gates) -> Check:
@@ -286,25 +367,48 @@ class PrometheusGate:
         value = float(result[0]["value"][1])
         return None if math.isnan(value) else value
 
-    def check(self, model: str, version: str, gates: Gates) -> Check:
-        try:
-            values = {name: self.query(q) for name, q in self.queries(model, version).items()}
-        except Exception as exc:
-            return Check("prometheus", False, f"query failed: {type(exc).__name__}: {exc}")
-        return evaluate_prometheus(values, gates)
+    def check(
+        self, model: str, version: str, gates: Gates, wait_seconds: float = 0.0, poll_seconds: float = 2.0
+    ) -> Check:
+        """Query and judge; while a query has no data, query again for up to ``wait_seconds``."""
+        queries = self.queries(model, version)
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                values = {name: self.query(q) for name, q in queries.items()}
+            except Exception as exc:
+                return Check("prometheus", False, f"query failed: {type(exc).__name__}: {exc}")
+            remaining = deadline - time.monotonic()
+            if gates.allow_no_metrics or None not in values.values() or remaining <= 0:
+                break
+            time.sleep(min(poll_seconds, remaining))
+        check = evaluate_prometheus(values, gates, queries)
+        if not check.ok and wait_seconds > 0 and None in values.values():
+            return Check(check.name, False, f"{check.detail} (after waiting {wait_seconds:g} s for a scrape)")
+        return check
 
 
-def evaluate_prometheus(values: dict[str, float | None], gates: Gates) -> Check:
-    """Judge the error rate and p95; a window without traffic passes and says so."""
+def evaluate_prometheus(
+    values: dict[str, float | None], gates: Gates, queries: dict[str, str] | None = None
+) -> Check:
+    """Judge the error rate and p95. A query without data (no series, or NaN) fails and names the
+    query, unless ``gates.allow_no_metrics``: a candidate nobody scraped has proven nothing."""
     error_rate, p95 = values.get("error_rate"), values.get("p95_seconds")
     problems = []
     if error_rate is not None and error_rate > gates.max_error_rate:
         problems.append(f"error rate {error_rate:.4f} > {gates.max_error_rate:.4f}")
     if p95 is not None and p95 > gates.max_p95_seconds:
         problems.append(f"p95 latency {p95:.3f} s > {gates.max_p95_seconds:.3f} s")
+    if not gates.allow_no_metrics:
+        for name, value in values.items():
+            if value is None:
+                query = (queries or {}).get(name)
+                problems.append(f"{name}: no data" + (f" (query: {query})" if query else ""))
     if problems:
         return Check("prometheus", False, "; ".join(problems))
-    shown = ", ".join(f"{k} {v:.4f}" if v is not None else f"{k} no data" for k, v in values.items())
+    shown = ", ".join(
+        f"{k} {v:.4f}" if v is not None else f"{k} no data (allowed)" for k, v in values.items()
+    )
     return Check("prometheus", True, shown)
 
 
@@ -314,6 +418,7 @@ class AnalysisReport:
     stage: str
     checks: list[Check] = field(default_factory=list)
     seconds: float = 0.0
+    rounds: int = 0
 
     @property
     def ok(self) -> bool:
@@ -324,6 +429,7 @@ class AnalysisReport:
             "stage": self.stage,
             "ok": self.ok,
             "seconds": round(self.seconds, 3),
+            "rounds": self.rounds,
             "checks": [asdict(c) for c in self.checks],
         }
 
@@ -331,6 +437,17 @@ class AnalysisReport:
         if not self.ok:
             raise GateFailed(self.stage, self.checks)
         return self
+
+
+def live_checks(client: ServiceClient, version: str, samples: Samples, gates: Gates) -> list[Check]:
+    """Ready, version, then smoke and parity on every held-out sample; stops at the first failure of
+    ready or version (nothing after them can be trusted)."""
+    checks = [check_ready(client)]
+    if checks[-1].ok:
+        checks.append(check_version(client, version))
+    if checks[-1].ok:
+        checks.extend(prediction_checks(client, version, samples, gates.min_accuracy - gates.smoke_tolerance))
+    return checks
 
 
 def pre_promotion(
@@ -343,24 +460,77 @@ def pre_promotion(
     gates: Gates,
     prometheus: PrometheusGate | None = None,
 ) -> AnalysisReport:
-    """Every pre-promotion gate, through the preview Service; stops at the first live failure."""
+    """Every pre-promotion gate, through the preview Service; stops at the first live failure.
+
+    The Prometheus gate waits up to ``gates.metrics_wait_seconds`` for the candidate's first scraped
+    metrics (the smoke requests are its first traffic), then judges them.
+    """
     started = time.perf_counter()
-    report = AnalysisReport("pre-promotion")
+    report = AnalysisReport("pre-promotion", rounds=1)
     report.checks.append(quality_gate(candidate_accuracy, production_accuracy, gates))
-    for check in (lambda: check_ready(client), lambda: check_version(client, version)):
-        report.checks.append(check())
-        if not report.checks[-1].ok:
-            report.seconds = time.perf_counter() - started
-            return report
-    report.checks.append(
-        smoke_predictions(client, version, samples, gates.min_accuracy - gates.smoke_tolerance)[0]
-    )
+    report.checks.extend(live_checks(client, version, samples, gates))
     if prometheus is not None and report.ok:
-        report.checks.append(prometheus.check(model, version, gates))
+        report.checks.append(prometheus.check(model, version, gates, wait_seconds=gates.metrics_wait_seconds))
     report.seconds = time.perf_counter() - started
     for c in report.checks:
         log.info("pre-promotion %s: %s %s", c.name, "ok" if c.ok else "FAILED", c.detail)
     return report
+
+
+class RoundHistory:
+    """The rounds of an analysis, judged against a limit of consecutive failed rounds."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.rounds = 0
+        self.failed_rounds: list[tuple[int, list[Check]]] = []  # every failed round, with its failures
+        self.streak: list[tuple[int, list[Check]]] = []  # the current run of consecutive failed rounds
+
+    def record(self, checks: list[Check]) -> None:
+        """Add one round's checks."""
+        self.rounds += 1
+        failures = [c for c in checks if not c.ok]
+        if failures:
+            self.failed_rounds.append((self.rounds, failures))
+            self.streak.append((self.rounds, failures))
+        else:
+            self.streak = []
+
+    @property
+    def failed(self) -> bool:
+        """``limit`` rounds in a row have failed."""
+        return len(self.streak) >= self.limit
+
+    def verdicts(self) -> list[Check]:
+        """One failed check per check that failed during the streak, listing its rounds and last detail."""
+        first, last = self.streak[0][0], self.streak[-1][0]
+        by_name: dict[str, tuple[list[int], str]] = {}
+        for number, failures in self.streak:
+            for c in failures:
+                rounds, _ = by_name.setdefault(c.name, ([], ""))
+                rounds.append(number)
+                by_name[c.name] = (rounds, c.detail)
+        return [
+            Check(
+                name,
+                False,
+                f"failed in rounds {', '.join(map(str, rounds))} of {len(self.streak)} consecutive failed "
+                f"rounds {first}-{last} (failure limit {self.limit}); last: {detail}",
+            )
+            for name, (rounds, detail) in by_name.items()
+        ]
+
+    def summary(self) -> str:
+        """The tolerated failed rounds, for a passing analysis."""
+        if not self.failed_rounds:
+            return "no failed round"
+        count = len(self.failed_rounds)
+        listed = ", ".join(f"round {number}" for number, _ in self.failed_rounds)
+        last = "; ".join(f"{c.name}: {c.detail}" for c in self.failed_rounds[-1][1])
+        return (
+            f"{count} failed round{'s' if count > 1 else ''} under the failure limit {self.limit}: "
+            f"{listed} (last: {last})"
+        )
 
 
 def analysis_window(
@@ -373,39 +543,39 @@ def analysis_window(
     interval_seconds: float = 5.0,
     prometheus: PrometheusGate | None = None,
 ) -> AnalysisReport:
-    """Repeat the live checks through the active Service for ``duration_seconds`` (at least once).
+    """Repeat the live checks (Prometheus too, when configured) through the active Service at every
+    round for ``duration_seconds`` (at least one round).
 
-    Stops at the first failure. The Prometheus gate, when configured, is judged at the end of the window.
+    Fails when ``gates.failure_limit`` rounds in a row fail; the window goes on past its end while a
+    failing streak lasts, so it ends on a passing round or on the limit.
     """
     started = time.perf_counter()
     deadline = time.monotonic() + duration_seconds
     report = AnalysisReport("post-promotion")
-    small = Samples(samples.inputs[:32], samples.labels[:32])
-    rounds = 0
+    history = RoundHistory(gates.failure_limit)
     while True:
-        rounds += 1
-        round_checks = [
-            check_ready(client),
-            check_version(client, version),
-            smoke_predictions(client, version, small, gates.min_accuracy - gates.smoke_tolerance)[0],
-        ]
-        failed = [c for c in round_checks if not c.ok]
-        if failed:
-            report.checks.extend(Check(c.name, False, f"round {rounds}: {c.detail}") for c in failed)
+        checks = live_checks(client, version, samples, gates)
+        if prometheus is not None:
+            checks.append(prometheus.check(model, version, gates))
+        history.record(checks)
+        if history.failed:
+            report.checks.extend(history.verdicts())
             break
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= 0 and not history.streak:
+            names = "/".join(c.name for c in checks)
             report.checks.append(
                 Check(
                     "window",
                     True,
-                    f"{rounds} rounds of ready/version/smoke checks passed over {duration_seconds:.0f} s",
+                    f"{history.rounds} rounds of {names} checks over {duration_seconds:.0f} s; "
+                    f"{history.summary()}",
                 )
             )
-            if prometheus is not None:
-                report.checks.append(prometheus.check(model, version, gates))
+            report.checks.extend(checks)  # the last round's verdicts: the figures that hold now
             break
-        time.sleep(min(interval_seconds, remaining))
+        time.sleep(interval_seconds if remaining <= 0 else min(interval_seconds, remaining))
+    report.rounds = history.rounds
     report.seconds = time.perf_counter() - started
     for c in report.checks:
         log.info("post-promotion %s: %s %s", c.name, "ok" if c.ok else "FAILED", c.detail)

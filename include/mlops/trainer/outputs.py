@@ -26,7 +26,9 @@ from mlops.trainer.model import DigitsMLP
 
 ONNX_OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
-SAMPLE_COUNT = 32
+# samples.json holds every held-out sample up to this many (~650 bytes each, so at most ~7 MB):
+# the promotion's parity gate compares the served predictions with the trainer's on all of them.
+SAMPLE_LIMIT = 10_000
 
 
 class ExportError(RuntimeError):
@@ -133,9 +135,10 @@ def model_card(config: TrainerConfig, result: TrainResult, data: Dataset, create
 
 
 @torch.no_grad()
-def samples_document(model: DigitsMLP, data: Dataset, count: int = SAMPLE_COUNT) -> dict[str, Any]:
-    """Held-out inputs with their labels and this model's predictions, for serving smoke tests."""
-    count = min(count, len(data.y_test))
+def samples_document(model: DigitsMLP, data: Dataset, limit: int = SAMPLE_LIMIT) -> dict[str, Any]:
+    """Every held-out input (up to ``limit``) with its label and this model's prediction, for the
+    promotion's smoke (accuracy) and parity (same classes as the trainer) gates."""
+    count = min(limit, len(data.y_test))
     x = data.x_test[:count]
     cpu = copy.deepcopy(model).to("cpu").float().eval()
     predicted = cpu(torch.from_numpy(x)).argmax(dim=1).tolist()

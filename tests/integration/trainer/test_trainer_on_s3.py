@@ -139,19 +139,21 @@ def test_the_onnx_model_on_s3_predicts_the_held_out_samples_with_onnxruntime(
     prefix = f"models/{MODEL}/versions/{VERSION}/"
     onnx_bytes = s3_client.get_object(Bucket=s3_bucket, Key=prefix + "model.onnx")["Body"].read()
     samples = get_json(s3_client, s3_bucket, prefix + "samples.json")
+    held_out = get_json(s3_client, s3_bucket, prefix + "metrics.json")["test_size"]
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     x = np.array([s["input"] for s in samples["samples"]], dtype=np.float32)
     (logits,) = session.run(["logits"], {samples["input_name"]: x})
 
-    assert len(samples["samples"]) == 32 and x.shape == (32, 64)
+    # Every held-out sample, each with the trained model's own prediction (the parity gate's reference).
+    assert len(samples["samples"]) == held_out and x.shape == (held_out, 64) and held_out > 300
     assert 0.0 <= x.min() and x.max() <= 1.0
-    assert logits.shape == (32, 10)
+    assert logits.shape == (held_out, 10)
     predicted = logits.argmax(axis=1).tolist()
     assert predicted == [s["predicted"] for s in samples["samples"]], "ONNX must agree with the trained model"
     labels = [s["label"] for s in samples["samples"]]
-    # The promotion's smoke gate reads the same file (one format: mlops.samples).
-    assert Samples.parse(samples).labels == labels
+    # The promotion's gates read the same file (one format: mlops.samples).
+    assert Samples.parse(samples).labels == labels and Samples.parse(samples).predicted == predicted
     assert np.mean(np.array(predicted) == np.array(labels)) >= 0.85
 
 

@@ -136,7 +136,7 @@ def test_quality_gate_needs_the_minimum_and_at_most_the_tolerance_below_producti
     assert check.ok is ok and detail in check.detail
 
 
-def test_prometheus_gate_fails_on_error_rate_or_p95_and_passes_a_window_without_traffic():
+def test_prometheus_gate_fails_on_error_rate_or_p95_and_on_a_window_without_traffic():
     limits = gates.Gates(max_error_rate=0.01, max_p95_seconds=0.25)
     assert gates.evaluate_prometheus({"error_rate": 0.0, "p95_seconds": 0.01}, limits).ok
     bad = gates.evaluate_prometheus({"error_rate": 0.05, "p95_seconds": 0.4}, limits)
@@ -146,7 +146,7 @@ def test_prometheus_gate_fails_on_error_rate_or_p95_and_passes_a_window_without_
         and "p95 latency 0.400 s > 0.250 s" in bad.detail
     )
     empty = gates.evaluate_prometheus({"error_rate": None, "p95_seconds": None}, limits)
-    assert empty.ok and "no data" in empty.detail
+    assert not empty.ok and "error_rate: no data" in empty.detail and "p95_seconds: no data" in empty.detail
 
 
 def test_prometheus_queries_select_the_candidate_version():

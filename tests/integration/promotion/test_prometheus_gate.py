@@ -134,12 +134,13 @@ def test_the_post_promotion_analysis_queries_prometheus_at_every_round(scraped_s
         "v7",
         gates.load_samples(s3_client, scraped_server.artifact_uri),
         Gates(max_p95_seconds=5.0),  # this test counts queries; a loaded test machine may be slow
-        duration_seconds=2.0,
+        # A round costs well under a second here; 6 s leaves a loaded 2-core machine room for two.
+        duration_seconds=6.0,
         interval_seconds=0.3,
         prometheus=gate,
     )
     assert report.ok, report.as_dict()
-    assert report.rounds >= 3, report.as_dict()
+    assert report.rounds >= 2, report.as_dict()
     answered = queries_answered(scraped_server.prometheus, before + 2 * report.rounds) - before
     assert answered == 2 * report.rounds, f"{answered} queries for {report.rounds} rounds"  # 2 per round
     prometheus = [c for c in report.checks if c.name == "prometheus"]

@@ -7,10 +7,6 @@ Layout in the artifacts bucket::
     registry/{model}/versions/{version}.json   the registry entry of one version
     registry/{model}/production.json           the production pointer
 
-Each entry records ``artifact_sha256``, the SHA-256 of the version's ``model.onnx`` as it was at
-registration; the serving pods get it (``MODEL_SHA256``) and refuse to start on other bytes, so an
-artifact overwritten in place can never be served under the registered version.
-
 The pointer is the single source of truth for which version serves production. It
 is moved only by a compare-and-swap: ``PutObject`` with ``If-Match: <etag of the
 pointer that was read>`` (or ``If-None-Match: *`` when there is no pointer yet). S3
@@ -277,11 +273,14 @@ class ModelRegistry:
 
         The entry pins the artifact: ``artifact_sha256`` is the SHA-256 of ``model.onnx`` under
         ``artifact_uri``, read from S3 now (``None`` when there is no such object); a digest passed
-        by the caller must match the object's. Idempotent for the same version: registering it
-        again (a retried task) returns the entry, refreshed with the new metrics while it is still a
-        candidate. Raises ``ValueError`` for invalid metrics or lineage or a digest that does not
-        match, and :class:`RegistryError` when the version belongs to another run or has already
-        been promoted (with other metrics or another artifact).
+        by the caller must match the object's. The serving pods get it as ``MODEL_SHA256`` and
+        refuse to start on other bytes, so an artifact overwritten in place is never served.
+
+        Idempotent for the same version: registering it again (a retried task) returns the entry,
+        refreshed with the new metrics while it is still a candidate. Raises ``ValueError`` for
+        invalid metrics or lineage or a digest that does not match, and :class:`RegistryError`
+        when the version belongs to another run or has already been promoted (with other metrics
+        or another artifact).
         """
         metrics = validate_metrics(metrics)
         lineage = dict(lineage)

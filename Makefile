@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 CLUSTER ?= auto
 
-.PHONY: run test lint format unit e2e bench system-deps lock clean
+.PHONY: run test lint format unit e2e bench mlserver-venv wrk system-deps lock clean
 
 # The venv is (re)built whenever a pin file changes.
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
@@ -48,8 +48,27 @@ unit: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 ## bench: performance benchmarks (not part of `make test`); they print ratios against their baselines
-bench: $(STAMP)
+bench: $(STAMP) $(MLSERVER_STAMP) wrk
 	$(PY) -m pytest tests/benchmarks -s -o python_files="bench_*.py" $(PYTEST_ARGS)
+
+# MLServer (bench_predict.py's baseline) conflicts with the project's pins: its own venv, rebuilt when its pins change.
+MLSERVER_VENV := .venv-mlserver
+MLSERVER_PINS := tests/benchmarks/requirements-mlserver.txt
+MLSERVER_STAMP := $(MLSERVER_VENV)/.installed
+mlserver-venv: $(MLSERVER_STAMP)
+$(MLSERVER_STAMP): $(MLSERVER_PINS)
+	rm -rf $(MLSERVER_VENV)
+	$(PYTHON) -m venv $(MLSERVER_VENV) || python3 -m venv $(MLSERVER_VENV)
+	echo '*' > $(MLSERVER_VENV)/.gitignore
+	$(MLSERVER_VENV)/bin/python -m pip install -q --disable-pip-version-check -r $(MLSERVER_PINS)
+	@touch $(MLSERVER_STAMP)
+
+# wrk (Debian): the C load generator of bench_predict.py, installed when missing.
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null; \
+	  else echo "wrk missing: install Debian's 'wrk' package"; fi; }
 
 ## lock: re-resolve the runtime pins from the top-level requirements (see README)
 lock:
@@ -63,4 +82,4 @@ lock:
 	rm -rf .venv-lock
 
 clean:
-	rm -rf $(VENV) .dev test-artifacts
+	rm -rf $(VENV) $(MLSERVER_VENV) .dev test-artifacts

@@ -55,6 +55,7 @@ REQUIRED_LINEAGE = ("dag_id", "run_id", "image")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 _STAMP_IN_RUN_ID = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})")
 _CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
+MODEL_FILE = "model.onnx"  # the artifact whose digest registration pins (the trainer's output contract)
 
 METRICS_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -272,13 +273,20 @@ class ModelRegistry:
         metrics: Mapping[str, Any],
         lineage: Mapping[str, Any],
         artifact_uri: str,
+        artifact_sha256: str | None = None,
     ) -> dict[str, Any]:
         """Record ``version`` of ``model`` as a candidate; return its entry.
 
-        Idempotent for the same version: registering it again (a retried task) returns
-        the entry, refreshed with the new metrics while it is still a candidate.
-        Raises ``ValueError`` for invalid metrics or lineage, and :class:`RegistryError`
-        when the version belongs to another run or has already been promoted.
+        The entry pins the artifact: ``artifact_sha256`` is the SHA-256 of ``model.onnx`` under
+        ``artifact_uri``, read from S3 now (``None`` when there is no such object); a digest passed
+        by the caller must match the object's. The serving pods get it as ``MODEL_SHA256`` and
+        refuse to start on other bytes, so an artifact overwritten in place is never served.
+
+        Idempotent for the same version: registering it again (a retried task) returns the entry,
+        refreshed with the new metrics while it is still a candidate. Raises ``ValueError`` for
+        invalid metrics or lineage or a digest that does not match, and :class:`RegistryError`
+        when the version belongs to another run or has already been promoted (with other metrics
+        or another artifact).
         """
         metrics = validate_metrics(metrics)
         lineage = dict(lineage)
@@ -287,6 +295,12 @@ class ModelRegistry:
             raise ValueError(f"lineage: missing {', '.join(missing)}")
         if not artifact_uri.startswith(f"s3://{self.bucket}/"):
             raise ValueError(f"artifact_uri: {artifact_uri!r} is not in s3://{self.bucket}/")
+        digest = self.artifact_digest(artifact_uri)
+        if artifact_sha256 is not None and artifact_sha256.lower() != digest:
+            raise ValueError(
+                f"artifact_sha256: the {MODEL_FILE} under {artifact_uri} has sha256 {digest}, "
+                f"not {artifact_sha256.lower()}"
+            )
         key = self.entry_key(model, version)
         for _ in range(5):
             now = _now()
@@ -299,6 +313,7 @@ class ModelRegistry:
                     "metrics": metrics,
                     "lineage": lineage,
                     "artifact_uri": artifact_uri,
+                    "artifact_sha256": digest,
                     "created_at": now,
                     "updated_at": now,
                 }
@@ -313,11 +328,12 @@ class ModelRegistry:
                     f"{model} {version} is already registered by run {entry['lineage'].get('run_id')!r}, "
                     f"not {lineage['run_id']!r}"
                 )
-            same = (entry["metrics"], entry["lineage"], entry["artifact_uri"]) == (
-                metrics,
-                lineage,
-                artifact_uri,
-            )
+            same = (
+                entry["metrics"],
+                entry["lineage"],
+                entry["artifact_uri"],
+                entry.get("artifact_sha256", digest),  # entries from before pinning carry none
+            ) == (metrics, lineage, artifact_uri, digest)
             if same:
                 return self._with_status(entry, self._production_version(model))
             if entry["status"] != CANDIDATE:
@@ -329,6 +345,7 @@ class ModelRegistry:
                 "metrics": metrics,
                 "lineage": lineage,
                 "artifact_uri": artifact_uri,
+                "artifact_sha256": digest,
                 "updated_at": now,
             }
             try:
@@ -337,6 +354,26 @@ class ModelRegistry:
                 continue
             return entry
         raise ConcurrentUpdateError(f"{model} {version}: the entry kept changing while registering it")
+
+    def artifact_digest(self, artifact_uri: str) -> str | None:
+        """SHA-256 (hex) of ``model.onnx`` under the version directory ``artifact_uri``, streamed from
+        S3; ``None`` when the object does not exist."""
+        from botocore.exceptions import ClientError
+
+        key = artifact_uri.removeprefix(f"s3://{self.bucket}/").rstrip("/") + "/" + MODEL_FILE
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if _is_missing(exc):
+                return None
+            raise
+        digest = hashlib.sha256()
+        try:
+            for chunk in body.iter_chunks(1024 * 1024):
+                digest.update(chunk)
+        finally:
+            body.close()
+        return digest.hexdigest()
 
     def get(self, model: str, version: str) -> dict[str, Any]:
         """The entry of ``version``; raises :class:`VersionNotFoundError` when it is not registered."""

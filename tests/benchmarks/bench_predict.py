@@ -1,6 +1,16 @@
 """Benchmarks of model serving and promotion.
 
-Run: `.venv/bin/python -m pytest tests/benchmarks/bench_predict.py -s` (about 1.5 min; needs `wrk`).
+Run: `make bench` (it builds `.venv-mlserver` and installs `wrk`), or, once those exist,
+`.venv/bin/python -m pytest tests/benchmarks/bench_predict.py -s` (about 4 min).
+
+0. The Open Inference Protocol (V2) side by side with MLServer (PyPI ``mlserver``, pinned in
+   ``requirements-mlserver.txt``, with a small custom runtime on the same onnxruntime): the same
+   ONNX model, the same V2 JSON bodies, the same ``wrk`` load, in the same run (each point runs
+   ours then MLServer back to back). Throughput and p50/p99 at batch 1 and 32, with 1 and 8
+   connections, and ``/v2/health/ready`` p99 probed on fresh connections (as the kubelet does)
+   under the 8-connection load. Both servers get one inference worker per core (our thread pool,
+   MLServer's ``parallel_workers``). Goal: our throughput >= MLServer's and our p99 <= MLServer's
+   at every point, and the probe p99 under 10 ms.
 
 1. ``/predict`` of the real model server (``python -m mlops.serving``, one process, model from moto S3)
    under load from ``wrk`` (Debian package ``wrk``: a C load generator, so the client does not eat
@@ -16,6 +26,8 @@ Figures are printed; the assertions only catch a broken setup, not a slow machin
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
 import re
@@ -25,7 +37,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +71,7 @@ def _in_process(fn, seconds: float = 3.0) -> dict[str, float]:
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
-def _wrk(url: str, body: str, connections: int) -> dict[str, float]:
+def _wrk(url: str, body: str, connections: int, seconds: int = WRK_SECONDS) -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(
             f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n'
@@ -65,11 +79,11 @@ def _wrk(url: str, body: str, connections: int) -> dict[str, float]:
         )
     try:
         out = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{WRK_SECONDS}s", "--latency", "-s", script.name, url],
+            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url],
             capture_output=True,
             text=True,
             check=True,
-            timeout=WRK_SECONDS + 30,
+            timeout=seconds + 30,
         ).stdout
     finally:
         os.unlink(script.name)
@@ -90,6 +104,235 @@ def _row(name: str, f: dict[str, float], base: dict[str, float] | None = None) -
             f"{f['rps'] / base['rps']:.2f} of throughput"
         )
     return line
+
+
+REPO = Path(__file__).resolve().parents[2]
+MLSERVER = REPO / ".venv-mlserver" / "bin" / "mlserver"
+PROBE_INTERVAL_S = 0.01
+
+# MLServer's custom runtime: the same onnxruntime session options as ours (one intra-op thread per worker).
+MLSERVER_RUNTIME = """
+import numpy as np
+import onnxruntime as ort
+from mlserver import MLModel
+from mlserver.codecs import NumpyCodec
+from mlserver.types import InferenceRequest, InferenceResponse
+from mlserver.utils import get_model_uri
+
+
+class OnnxDigits(MLModel):
+    async def load(self) -> bool:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        path = await get_model_uri(self.settings)
+        self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        batch = NumpyCodec.decode_input(payload.inputs[0]).astype(np.float32, copy=False)
+        logits = self._session.run(["logits"], {"input": batch})[0]
+        return InferenceResponse(
+            model_name=self.name,
+            model_version=self.version,
+            outputs=[NumpyCodec.encode_output("logits", logits)],
+        )
+"""
+
+
+def _wait_for(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"{proc.args[0]} exited with {proc.returncode}"
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"{url} never answered 200")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+@contextlib.contextmanager
+def _mlserver(model: bytes, workers: int, log_dir: Path) -> Iterator[str]:
+    """MLServer serving ``model`` as ``digits`` (version ``bench``) with the custom runtime above."""
+    repo = log_dir / "mlserver"
+    (repo / "digits").mkdir(parents=True)
+    port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    (repo / "settings.json").write_text(
+        json.dumps(
+            {
+                "host": "127.0.0.1",
+                "http_port": port,
+                "grpc_port": grpc_port,
+                "metrics_port": metrics_port,
+                "parallel_workers": workers,
+                "debug": False,
+            }
+        )
+    )
+    (repo / "digits" / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": "digits",
+                "implementation": "digits_runtime.OnnxDigits",
+                "parameters": {"uri": "./model.onnx", "version": "bench"},
+            }
+        )
+    )
+    (repo / "digits" / "digits_runtime.py").write_text(MLSERVER_RUNTIME)
+    (repo / "digits" / "model.onnx").write_bytes(model)
+    with open(log_dir / "mlserver.log", "w") as log:
+        proc = subprocess.Popen([str(MLSERVER), "start", str(repo)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/v2/models/digits/ready", proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(proc)
+
+
+@contextlib.contextmanager
+def _ours(s3_server: str, uri: str, threads: int) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "AWS_ENDPOINT_URL": s3_server,
+        "MODEL_NAME": "digits",
+        "MODEL_VERSION": "bench",
+        "MODEL_URI": uri,
+        "LOG_LEVEL": "warning",
+        "INFERENCE_THREADS": str(threads),
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "mlops.serving"], env=env)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/v2/models/digits/ready", proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(proc)
+
+
+def _v2_body(rows: list[list[float]]) -> str:
+    flat = [value for row in rows for value in row]
+    return json.dumps(
+        {"inputs": [{"name": "input", "shape": [len(rows), 64], "datatype": "FP32", "data": flat}]}
+    )
+
+
+@contextlib.contextmanager
+def _probing(url: str) -> Iterator[list[float]]:
+    """Probe ``/v2/health/ready`` on a fresh connection every 10 ms while the block runs."""
+    host, port = url.removeprefix("http://").split(":")
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        while not done.wait(PROBE_INTERVAL_S):
+            started = time.perf_counter()
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            conn.request("GET", "/v2/health/ready")
+            response = conn.getresponse()
+            response.read()
+            conn.close()
+            assert response.status == 200
+            latencies.append(time.perf_counter() - started)
+
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+    try:
+        yield latencies
+    finally:
+        done.set()
+        prober.join(15)
+
+
+def _p99_ms(samples: list[float]) -> float:
+    return 1000 * sorted(samples)[int(len(samples) * 0.99)]
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk: `make bench` installs it")
+@pytest.mark.skipif(
+    not MLSERVER.exists(), reason="needs .venv-mlserver: `make bench` (make mlserver-venv) builds it"
+)
+def test_v2_infer_side_by_side_with_mlserver_under_the_same_wrk_load(
+    s3_server, s3_client, s3_bucket, tmp_path
+):
+    from mlops.serving.limits import cpu_limit
+
+    workers = cpu_limit()
+    model = onnx_bytes()
+    uri = upload_version(s3_client, s3_bucket, "digits", "bench")
+    inputs, _ = held_out(32)
+    rows: list[tuple[str, dict, dict]] = []
+    probes: dict[str, dict[str, float]] = {}
+    with _ours(s3_server, uri, workers) as ours, _mlserver(model, workers, tmp_path) as mlserver:
+        servers = {"ours": ours, "MLServer": mlserver}
+        import httpx
+
+        answers = {
+            name: httpx.post(f"{url}/v2/models/digits/infer", content=_v2_body(inputs), timeout=30).json()
+            for name, url in servers.items()
+        }
+        assert (
+            answers["ours"]["outputs"][0]["shape"] == answers["MLServer"]["outputs"][0]["shape"] == [32, 10]
+        )
+        argmax = {
+            name: np.asarray(a["outputs"][0]["data"]).reshape(32, 10).argmax(axis=1).tolist()
+            for name, a in answers.items()
+        }
+        assert argmax["ours"] == argmax["MLServer"], "the two servers do not run the same model"
+        for batch in (1, 32):
+            body = _v2_body(inputs[:batch])
+            for connections in (1, 8):
+                figures = {}
+                for name, url in servers.items():
+                    with _probing(url) as latencies:
+                        figures[name] = _wrk(f"{url}/v2/models/digits/infer", body, connections)
+                    figures[name]["probe_p99_ms"] = _p99_ms(latencies)
+                    figures[name]["probes"] = len(latencies)
+                    if connections == 8:
+                        probes.setdefault(name, {})[f"batch {batch}"] = figures[name]["probe_p99_ms"]
+                rows.append((f"batch {batch:>2}, {connections} conn", figures["ours"], figures["MLServer"]))
+
+    print(
+        f"\nV2 /infer, ours vs MLServer 1.7.1 (custom onnxruntime runtime), {os.cpu_count()} cores, "
+        f"{workers} inference workers each, wrk -t1 for {WRK_SECONDS} s per cell"
+    )
+    cols = f"{'p50 ms':>7} {'p99 ms':>7}"
+    head = f"{'':<18}| {'ours req/s':>10} {cols} | {'MLServer req/s':>14} {cols} | goal"
+    print(head)
+    print("-" * len(head))
+    missed = []
+    for label, o, m in rows:
+        misses = [
+            w for w, bad in (("throughput", o["rps"] < m["rps"]), ("p99", o["p99_ms"] > m["p99_ms"])) if bad
+        ]
+        missed += [f"{label}: {w}" for w in misses]
+        print(
+            f"{label:<18}| {o['rps']:>10.0f} {o['p50_ms']:>7.2f} {o['p99_ms']:>7.2f} | "
+            f"{m['rps']:>14.0f} {m['p50_ms']:>7.2f} {m['p99_ms']:>7.2f} | "
+            + ("missed: " + ", ".join(misses) if misses else "met")
+        )
+    for name, by_batch in probes.items():
+        cells = ", ".join(f"{b}: {p:.2f} ms" for b, p in by_batch.items())
+        print(f"/v2/health/ready p99 under 8-connection load, {name:<8}: {cells}")
+    worst_probe = max(probes["ours"].values())
+    print(
+        f"goal: {'met' if not missed and worst_probe < 10 else 'missed'}"
+        + (f" ({'; '.join(missed)})" if missed else "")
+        + f"; our probe p99 {worst_probe:.2f} ms (target < 10 ms)"
+    )
+    assert all(o["rps"] > 0 and m["rps"] > 0 for _, o, m in rows)
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)")

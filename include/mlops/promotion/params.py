@@ -112,6 +112,7 @@ def resolve_request(
         raise ValueError("version: set the version param (or trigger through a model_candidates asset event)")
     entry = registry.get(model, version)  # raises VersionNotFoundError naming the version
     request["artifact_uri"] = entry["artifact_uri"]
+    request["artifact_sha256"] = entry.get("artifact_sha256")  # None for entries registered before pinning
     request["candidate_accuracy"] = entry["metrics"].get("accuracy")
     return request
 

@@ -63,7 +63,8 @@ def s3_endpoint() -> str:
 
 
 def serving_spec(request: dict[str, Any], color: str, namespace: str):
-    """The candidate color's manifests' inputs, from the request and the settings."""
+    """The candidate color's manifests' inputs, from the request and the settings; the artifact's
+    registered digest pins what the pods may load."""
     from mlops.promotion.manifests.render import ServingSpec
 
     settings = get_settings()
@@ -81,6 +82,7 @@ def serving_spec(request: dict[str, Any], color: str, namespace: str):
         env={"AWS_ENDPOINT_URL": endpoint} if endpoint else {},
         s3_secret=settings.model_server_s3_secret or None,
         annotations={"mlops.io/promotion": request["holder"]},
+        model_sha256=request.get("artifact_sha256"),
     )
 
 

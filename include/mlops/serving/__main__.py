@@ -1,13 +1,16 @@
 """Entry point of the model-server container: ``python -m mlops.serving``.
 
 Environment: MODEL_NAME, MODEL_VERSION, MODEL_URI (``s3://bucket/models/NAME/versions/V/``),
+MODEL_SHA256 (the artifact's digest recorded at registration; another artifact is refused),
 PORT (default 8080), HOST (default 0.0.0.0), GRACEFUL_SHUTDOWN_SECONDS (default 25),
-LOG_LEVEL (default info), ACCESS_LOG (default off), plus the standard AWS variables
+LOG_LEVEL (default info), ACCESS_LOG (default off), MAX_BODY_BYTES (default 8 MiB),
+INFERENCE_THREADS (default: one per core of the CPU limit), plus the standard AWS variables
 (credentials, region, ``AWS_ENDPOINT_URL``) for the artifact store.
 
 SIGTERM: /ready turns 503, the listener closes, in-flight requests finish, exit status 0.
-A model that cannot be loaded ends the process with status 1, so Kubernetes restarts it and
-the rollout's progress deadline catches a broken version.
+A model that cannot be loaded, or whose bytes do not match MODEL_SHA256, ends the process with
+status 1 (the log names the expected and the actual digest), so Kubernetes restarts it and the
+rollout's progress deadline catches a broken version.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ def main(env: dict[str, str] | None = None) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
+    # Inference threads hold the GIL in json/numpy C calls: hand it back to the event loop after 1 ms
+    # instead of the default 5 ms, so a probe never waits long for the interpreter.
+    sys.setswitchinterval(0.001)
     state = ServerState()
     app = create_app(config, state=state)
     server = _Server(

@@ -7,6 +7,7 @@ The artifact contract (written by the trainer): ``model.onnx`` with one float32 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -26,6 +27,20 @@ MODEL_FILE = "model.onnx"
 
 class InvalidInput(ValueError):
     """The request body does not match the model's input contract; the message says how."""
+
+
+class DigestMismatch(ValueError):
+    """The artifact's bytes are not the ones recorded at registration."""
+
+
+def verify_digest(data: bytes, expected_sha256: str, model_uri: str) -> None:
+    """Raise :class:`DigestMismatch` naming both digests unless ``sha256(data)`` is ``expected_sha256``."""
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected_sha256.lower():
+        raise DigestMismatch(
+            f"artifact digest mismatch for {model_uri}: expected sha256 {expected_sha256.lower()} "
+            f"(recorded at registration), got sha256 {actual}; refusing to serve a different artifact"
+        )
 
 
 def artifact_location(model_uri: str) -> tuple[str, str]:
@@ -75,6 +90,40 @@ def download_reported_accuracy(model_uri: str) -> float | None:
     return float(accuracy) if isinstance(accuracy, int | float) else None
 
 
+# onnxruntime's element types and the Open Inference Protocol's tensor datatypes.
+ORT_TO_V2 = {
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(float16)": "FP16",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(bool)": "BOOL",
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of the model: name, V2 datatype and shape (-1 for a variable dimension)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    @classmethod
+    def of(cls, node: Any) -> TensorSpec:
+        shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in node.shape)
+        return cls(node.name, ORT_TO_V2.get(node.type, node.type), shape)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
 @dataclass
 class Prediction:
     classes: list[int]
@@ -100,6 +149,12 @@ class OnnxModel:
                 f"expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}"
             )
         self.onnxruntime_version = ort.__version__
+        self.inputs = [TensorSpec.of(i) for i in self.session.get_inputs()]
+        self.outputs = [TensorSpec.of(o) for o in self.session.get_outputs()]
+
+    def run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The named outputs for validated inputs; sessions allow concurrent runs from several threads."""
+        return self.session.run(outputs, feeds)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Raw ``[N, 10]`` logits for a validated float32 ``[N, 64]`` batch."""

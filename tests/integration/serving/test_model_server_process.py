@@ -3,52 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 
-from mlops.dev.ports import free_port
+from tests.integration.serving.server_process import start_server, stop, wait_ready
 from tests.unit.serving.digits_artifacts import held_out, upload_version
-
-
-def start_server(s3_server: str, uri: str, version: str = "v1") -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "AWS_ENDPOINT_URL": s3_server,
-        "MODEL_NAME": "digits",
-        "MODEL_VERSION": version,
-        "MODEL_URI": uri,
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlops.serving"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def wait_ready(proc: subprocess.Popen, url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"server exited: {proc.stdout.read()}"
-        try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("server never turned ready")
 
 
 @pytest.fixture
@@ -58,9 +21,7 @@ def server(s3_server, s3_client, s3_bucket):
         wait_ready(proc, url)
         yield proc, url
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
+        stop(proc)
 
 
 def test_sigterm_finishes_the_in_flight_request_then_exits_0(server):

@@ -59,6 +59,36 @@ def onnx_bytes(quality: str = "good") -> bytes:
     return model.SerializeToString()
 
 
+def slow_onnx_bytes(width: int = 1024, layers: int = 40) -> bytes:
+    """A model under the same contract that costs milliseconds per batch in onnxruntime (an MLP of
+    ``layers`` hidden ``width x width`` layers sharing one weight), to make inference time visible."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    weights = {
+        "W_in": rng.normal(0, 0.1, (64, width)),
+        "W_hidden": rng.normal(0, 1 / np.sqrt(width), (width, width)),
+        "W_out": rng.normal(0, 0.1, (width, 10)),
+    }
+    nodes = [helper.make_node("MatMul", ["input", "W_in"], ["h0"])]
+    for i in range(layers):
+        nodes.append(helper.make_node("MatMul", [f"h{i}", "W_hidden"], [f"m{i}"]))
+        nodes.append(helper.make_node("Relu", [f"m{i}"], [f"h{i + 1}"]))
+    nodes.append(helper.make_node("MatMul", [f"h{layers}", "W_out"], ["logits"]))
+    graph = helper.make_graph(
+        nodes,
+        "digits-slow",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+        [numpy_helper.from_array(w.astype(np.float32), name) for name, w in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
 def held_out(n: int = 64) -> tuple[list[list[float]], list[int]]:
     _, _, x, y = _digits()
     return x[:n].tolist(), y[:n].tolist()
@@ -115,13 +145,14 @@ def upload_version(
     version: str,
     quality: str = "good",
     reported_accuracy: float | None = None,
+    model_bytes: bytes | None = None,
 ) -> str:
-    """Write one version's artifacts; returns its ``s3://`` directory URI."""
+    """Write one version's artifacts (``model_bytes``: another ONNX file); returns its directory URI."""
     prefix = f"models/{model}/versions/{version}/"
     acc = accuracy(quality) if reported_accuracy is None else reported_accuracy
     inputs, labels = held_out()
     files = {
-        "model.onnx": onnx_bytes(quality),
+        "model.onnx": onnx_bytes(quality) if model_bytes is None else model_bytes,
         "metrics.json": json.dumps(metrics(acc)).encode(),
         "model_card.json": json.dumps({"model": model, "version": version, "framework": "onnx"}).encode(),
         "samples.json": json.dumps(samples_document(inputs, labels)).encode(),

@@ -141,3 +141,11 @@ def test_s3_credentials_come_from_a_secret_never_from_the_manifest():
         "AWS_ACCESS_KEY_ID": {"name": "s3-credentials", "key": "aws_access_key_id"},
         "AWS_SECRET_ACCESS_KEY": {"name": "s3-credentials", "key": "aws_secret_access_key"},
     }
+
+
+def test_the_registered_artifact_digest_is_the_pods_model_sha256():
+    digest = "a" * 64
+    env = deployment(spec(model_sha256=digest))["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "MODEL_SHA256", "value": digest} in env
+    unpinned = deployment(spec())["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert "MODEL_SHA256" not in {e["name"] for e in unpinned}

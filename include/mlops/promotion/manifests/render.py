@@ -80,6 +80,8 @@ class ServingSpec:
     )
     service_account: str | None = None
     annotations: dict[str, str] = field(default_factory=dict)
+    # sha256 of model.onnx recorded at registration: the server refuses to start on other bytes
+    model_sha256: str | None = None
 
     def __post_init__(self) -> None:
         validate_names(self.model, self.version)
@@ -121,6 +123,8 @@ def deployment(spec: ServingSpec) -> dict:
         "PORT": str(spec.port),
         "HOME": "/tmp",  # noqa: S108 -- the pod's writable emptyDir
     }
+    if spec.model_sha256:
+        env["MODEL_SHA256"] = spec.model_sha256
     env.update(spec.env)
     entries: list[dict] = [{"name": k, "value": v} for k, v in env.items()]
     if spec.s3_secret:

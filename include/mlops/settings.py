@@ -59,6 +59,9 @@ class Settings:
     prometheus_url: str = ""  # empty: the optional Prometheus checks are skipped
     health_model_service: str = ""  # the model whose active Service the default checks probe; empty: skip
 
+    # Batch-job metrics (backups, training) are pushed here; empty: logged, not pushed.
+    pushgateway_url: str = ""
+
     # Backups (issue 5).
     pg_bin: str = ""  # directory of pg_dump/pg_restore; empty: found on PATH
     backup_pg_compress: str = "1"  # pg_dump --compress: gzip 0-9; pg_dump 16+: lz4, zstd[:N]

@@ -269,6 +269,8 @@ def _track_outages(
         if failed and outage is None:
             outage = state.outages[channel] = {"down_since": now, "reported": False}
         if failed and not outage["reported"]:
+            if report.failed_on(other):
+                continue  # both down: nobody to tell (the task fails instead); and no second deadline spent
             outage["reported"] = _report_outage(router, links, channel, other, outage, failed)
             if outage["reported"]:
                 report.reported_outages.append(channel)

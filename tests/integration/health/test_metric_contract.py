@@ -208,3 +208,37 @@ def test_every_metric_read_by_rules_panels_and_checks_is_scraped_from_a_real_emi
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_the_scheduled_evaluation_measures_and_publishes_the_serving_versions_accuracy(
+    s3_server, s3_client, s3_bucket, s3_conn, pushgateway, monkeypatch
+):
+    """Before: ModelAccuracyDrop had only the training-time figure; nothing measured the live version."""
+    from mlops.health.config import CheckSpec
+    from mlops.health.runner import run_checks
+    from mlops.settings import get_settings
+    from tests.unit.serving.digits_artifacts import accuracy
+
+    wipe_pushgateway(pushgateway)
+    monkeypatch.setenv("MLOPS_PUSHGATEWAY_URL", pushgateway)
+    server, url = start_server(s3_server, upload_version(s3_client, s3_bucket, "digits", "v5"), version="v5")
+    try:
+        wait_ready(server, url)
+        good = CheckSpec("eval", "model_evaluation", timeout_seconds=30, params={"url": url})
+        strict = CheckSpec("eval-strict", "model_evaluation", 30, params={"url": url, "min_accuracy": 0.9999})
+        ok, too_low = run_checks([good, strict], get_settings()).results
+    finally:
+        server.terminate()
+        server.wait(10)
+    inputs, labels = held_out()
+    assert ok.ok and ok.target == "digits/v5" and ok.details["samples"] == len(labels)
+    assert abs(ok.details["accuracy"] - accuracy("good")) < 0.05
+    assert not too_low.ok and "< 0.9999" in too_low.summary
+    text = httpx.get(f"{pushgateway}/metrics").text
+    assert any(
+        line.startswith("mlops_model_accuracy{")
+        and 'model="digits"' in line
+        and 'version="v5"' in line
+        and 'source="scheduled-evaluation"' in line
+        for line in text.splitlines()
+    )

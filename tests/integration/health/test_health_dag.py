@@ -39,6 +39,17 @@ def test_a_health_run_checks_everything_pages_once_and_stores_the_state(
 
     dag = DagBag(dag_folder="dags/mlops_health.py").get_dag("mlops_health")
     assert (dag.max_active_runs, dag.catchup) == (1, False)
+    # Deliveries (channels side by side) plus one outage report must end well inside the task timeout.
+    from mlops.settings import get_settings
+
+    settings = get_settings()
+    evaluate_timeout = dag.get_task("evaluate_alerts").execution_timeout.total_seconds()
+    assert 2 * settings.alert_delivery_deadline_seconds + 10 < evaluate_timeout
+    assert (
+        settings.health_sweep_deadline_seconds + 10
+        < dag.get_task("run_checks").execution_timeout.total_seconds()
+    )
+    assert dag.default_args["on_success_callback"]  # resolves a task's failure incident
     run = dag.test()
 
     assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}

@@ -22,6 +22,7 @@ TYPES: dict[str, str] = {
     "backup_freshness": "mlops.health.checks.backups",
     "airflow": "mlops.health.checks.airflow",
     "prometheus": "mlops.health.checks.prometheus",
+    "model_evaluation": "mlops.health.checks.evaluation",
 }
 
 

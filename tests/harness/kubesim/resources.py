@@ -101,12 +101,25 @@ RESOURCES: list[Resource] = [
     _r("rbac.authorization.k8s.io", "clusterroles", "ClusterRole", namespaced=False),
     _r("rbac.authorization.k8s.io", "clusterrolebindings", "ClusterRoleBinding", namespaced=False),
     _r("scheduling.k8s.io", "priorityclasses", "PriorityClass", namespaced=False, short_names=("pc",)),
+    # Stored and served only (no controller acts on them): what the backup export reads.
+    _r("apps", "statefulsets", "StatefulSet", short_names=("sts",), subresources=("status", "scale")),
+    _r("batch", "cronjobs", "CronJob", short_names=("cj",), subresources=("status",)),
+    _r("", "persistentvolumeclaims", "PersistentVolumeClaim", short_names=("pvc",), subresources=("status",)),
 ]
 
 _BY_NAME: dict[str, Resource] = {}
 for _res in RESOURCES:
     for _alias in (_res.kind, _res.plural, _res.kind.lower(), _res.key, *_res.short_names):
         _BY_NAME.setdefault(_alias.lower(), _res)
+
+
+def register_resource(res: Resource) -> Resource:
+    """Serve a custom resource (as an installed CustomResourceDefinition would), for the session."""
+    if resource_at(res.group, res.version, res.plural) is None:
+        RESOURCES.append(res)
+        for alias in (res.kind, res.plural, res.kind.lower(), res.key, *res.short_names):
+            _BY_NAME.setdefault(alias.lower(), res)
+    return res
 
 
 def resource_for(kind: str) -> Resource:

@@ -15,7 +15,6 @@ import psutil
 import psycopg
 import pytest
 
-from mlops.backups import layout
 from mlops.backups.manifest import BackupManifest
 from mlops.backups.postgres import (
     BackupError,
@@ -23,9 +22,10 @@ from mlops.backups.postgres import (
     PgDumpFailed,
     PgTarget,
     backup_database,
+    manifest_key_of,
 )
 from mlops.backups.s3 import Encryption, S3Unreachable, s3_client
-from mlops.backups.verify import VerificationFailed, read_marker, verify_backup, write_markers
+from mlops.backups.verify import VerificationFailed, read_marker, verify_backup, write_marker
 from mlops.settings import get_settings
 from tests.harness.postgres import PG_BIN
 
@@ -94,18 +94,18 @@ def test_round_trip_dump_upload_download_restore_keeps_every_row_count(
         run_id="manual__1",
     )
 
-    dump_key = f"postgres/{seeded_db}/2026-03-01/{seeded_db}.dump"
-    assert _keys(s3_client, backup_bucket) == [f"postgres/{seeded_db}/2026-03-01/manifest.json", dump_key]
+    prefix = f"postgres/{seeded_db}/2026-03-01/{manifest.backup_id}/"
+    dump_key = f"{prefix}{seeded_db}.dump"
+    assert _keys(s3_client, backup_bucket) == sorted([f"{prefix}{seeded_db}.dump", f"{prefix}manifest.json"])
     body = s3_client.get_object(Bucket=backup_bucket, Key=dump_key)
     data = body["Body"].read()
     assert data.startswith(b"PGDMP")  # custom format
-    assert body["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest() == manifest.sha256
+    assert hashlib.sha256(data).hexdigest() == manifest.sha256
+    assert body["ETag"].strip('"') == manifest.etag
     assert body["ServerSideEncryption"] == "AES256"  # the default: SSE-S3
 
     stored = BackupManifest.from_json(
-        s3_client.get_object(Bucket=backup_bucket, Key=f"postgres/{seeded_db}/2026-03-01/manifest.json")[
-            "Body"
-        ].read()
+        s3_client.get_object(Bucket=backup_bucket, Key=f"{prefix}manifest.json")["Body"].read()
     )
     assert stored.size_bytes == len(data)
     assert stored.row_counts() == EXPECTED_COUNTS
@@ -116,20 +116,18 @@ def test_round_trip_dump_upload_download_restore_keeps_every_row_count(
     assert stored.compression == "1" == _archive_compression(data)  # the default: gzip level 1
 
     result = verify_backup(
-        client,
-        backup_bucket,
-        layout.postgres_manifest_key(seeded_db, DAY),
-        _source(),
-        pg_bin_dir=settings.pg_bin,
+        client, backup_bucket, manifest_key_of(manifest), _source(), pg_bin_dir=settings.pg_bin
     )
     assert result.tables == EXPECTED_COUNTS
     assert _verify_databases(pg_cluster) == []  # the throwaway database was dropped
 
-    write_markers(client, backup_bucket, result, Encryption.from_settings(settings))
+    write_marker(client, backup_bucket, result, Encryption.from_settings(settings))
     marker = read_marker(client, backup_bucket, seeded_db)
-    assert marker == read_marker(client, backup_bucket)
-    assert {k: marker[k] for k in ("database", "key", "sha256", "backup_logical_date", "tables")} == {
+    assert {
+        k: marker[k] for k in ("database", "backup_id", "key", "sha256", "backup_logical_date", "tables")
+    } == {
         "database": seeded_db,
+        "backup_id": manifest.backup_id,
         "key": dump_key,
         "sha256": manifest.sha256,
         "backup_logical_date": "2026-03-01",
@@ -152,27 +150,6 @@ def s3_client_via(settings):
     return s3_client(settings)
 
 
-def test_rerun_of_the_same_logical_date_overwrites_instead_of_duplicating(
-    seeded_db, backup_bucket, pg_bin, pg_cluster, s3_client
-):
-    client = s3_client_via(get_settings())
-    first = backup_database(client, _source(), bucket=backup_bucket, logical_date=DAY, pg_bin_dir=pg_bin)
-    pg_cluster.execute("INSERT INTO models VALUES (999, 'late')", seeded_db)
-    second = backup_database(client, _source(), bucket=backup_bucket, logical_date=DAY, pg_bin_dir=pg_bin)
-
-    assert len(_keys(s3_client, backup_bucket)) == 2
-    assert first.key == second.key
-    assert (
-        json.loads(
-            s3_client.get_object(Bucket=backup_bucket, Key=layout.postgres_manifest_key(seeded_db, DAY))[
-                "Body"
-            ].read()
-        )["sha256"]
-        == second.sha256
-    )
-    assert second.row_counts()["public.models"] == 251
-
-
 def test_sse_kms_with_a_key_id_is_requested_for_the_dump_and_the_manifest(
     seeded_db, backup_bucket, pg_bin, s3_client, monkeypatch
 ):
@@ -188,7 +165,7 @@ def test_sse_kms_with_a_key_id_is_requested_for_the_dump_and_the_manifest(
         pg_bin_dir=pg_bin,
     )
 
-    for key in (manifest.key, layout.postgres_manifest_key(seeded_db, DAY)):
+    for key in (manifest.key, manifest_key_of(manifest)):
         head = s3_client.head_object(Bucket=backup_bucket, Key=key)
         assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", "alias/mlops-backups")
     assert manifest.sse.model_dump() == {"mode": "aws:kms", "kms_key_id": "alias/mlops-backups"}
@@ -368,12 +345,10 @@ def test_corrupted_object_fails_verification(seeded_db, backup_bucket, pg_bin, p
     obj = s3_client.get_object(Bucket=backup_bucket, Key=manifest.key)
     data = bytearray(obj["Body"].read())
     data[len(data) // 2] ^= 0xFF  # one flipped byte, same size
-    s3_client.put_object(Bucket=backup_bucket, Key=manifest.key, Body=bytes(data), Metadata=obj["Metadata"])
+    s3_client.put_object(Bucket=backup_bucket, Key=manifest.key, Body=bytes(data))  # bypasses the pipeline
 
     with pytest.raises(VerificationFailed) as err:
-        verify_backup(
-            client, backup_bucket, layout.postgres_manifest_key(seeded_db, DAY), _source(), pg_bin_dir=pg_bin
-        )
+        verify_backup(client, backup_bucket, manifest_key_of(manifest), _source(), pg_bin_dir=pg_bin)
     assert any(p.startswith("sha256 ") for p in err.value.problems)
     assert not any(p.startswith("size ") for p in err.value.problems)
     assert _verify_databases(pg_cluster) == []
@@ -384,14 +359,10 @@ def test_truncated_object_fails_verification(seeded_db, backup_bucket, pg_bin, p
     client, manifest = _backed_up(seeded_db, backup_bucket, pg_bin)
     obj = s3_client.get_object(Bucket=backup_bucket, Key=manifest.key)
     data = obj["Body"].read()
-    s3_client.put_object(
-        Bucket=backup_bucket, Key=manifest.key, Body=data[: len(data) * 2 // 3], Metadata=obj["Metadata"]
-    )
+    s3_client.put_object(Bucket=backup_bucket, Key=manifest.key, Body=data[: len(data) * 2 // 3])
 
     with pytest.raises(VerificationFailed) as err:
-        verify_backup(
-            client, backup_bucket, layout.postgres_manifest_key(seeded_db, DAY), _source(), pg_bin_dir=pg_bin
-        )
+        verify_backup(client, backup_bucket, manifest_key_of(manifest), _source(), pg_bin_dir=pg_bin)
     problems = " | ".join(err.value.problems)
     assert "truncated" in problems and "sha256" in problems and "pg_restore exited" in problems
     assert _verify_databases(pg_cluster) == []
@@ -405,16 +376,14 @@ def test_row_count_drift_between_manifest_and_restore_fails_verification(
     doctored["tables"][0]["rows"] += 1  # the manifest promises a row the dump does not hold
     s3_client.put_object(
         Bucket=backup_bucket,
-        Key=layout.postgres_manifest_key(seeded_db, DAY),
+        Key=manifest_key_of(manifest),
         Body=json.dumps(doctored).encode(),
     )
 
     with pytest.raises(
         VerificationFailed, match=r"table public.models: 250 rows restored, manifest says 251"
     ):
-        verify_backup(
-            client, backup_bucket, layout.postgres_manifest_key(seeded_db, DAY), _source(), pg_bin_dir=pg_bin
-        )
+        verify_backup(client, backup_bucket, manifest_key_of(manifest), _source(), pg_bin_dir=pg_bin)
 
 
 def test_dry_run_checks_the_database_and_bucket_and_writes_nothing(
@@ -425,7 +394,9 @@ def test_dry_run_checks_the_database_and_bucket_and_writes_nothing(
     plan = backup_postgres(seeded_db, DAY, "manual__dry", dry_run=True)
 
     assert plan["dry_run"] is True and plan["tables"] == 4 and plan["compression"] == "1"
-    assert plan["key"] == f"postgres/{seeded_db}/2026-03-01/{seeded_db}.dump"
+    assert plan["key"].startswith(f"postgres/{seeded_db}/2026-03-01/") and plan["key"].endswith(
+        f"/{seeded_db}.dump"
+    )
     assert _keys(s3_client, backup_bucket) == []
 
 

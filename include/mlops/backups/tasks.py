@@ -238,13 +238,15 @@ BACKUP_METRICS_JOB = "mlops_backups"
 
 
 def sync_model_artifacts(dry_run: bool, delete: bool) -> dict[str, Any]:
-    """Mirror the artifacts prefix into the backup bucket; returns copied/skipped/deleted counts."""
+    """Back the artifacts prefix up into the backup bucket, keeping what the source overwrote or
+    deleted for the grace period; returns copied/skipped/retired/deleted/expired counts."""
     from mlops.backups.artifacts import sync_artifacts
-    from mlops.backups.s3 import Encryption, s3_client
+    from mlops.backups.s3 import Encryption, bucket_protection, s3_client
 
     settings = get_settings()
+    client = s3_client(settings, max_pool_connections=max(10, settings.artifacts_sync_workers))
     report = sync_artifacts(
-        s3_client(settings, max_pool_connections=max(10, settings.artifacts_sync_workers)),
+        client,
         source_bucket=settings.artifacts_bucket,
         source_prefix=settings.artifacts_prefix,
         backup_bucket=settings.backup_bucket,
@@ -254,6 +256,8 @@ def sync_model_artifacts(dry_run: bool, delete: bool) -> dict[str, Any]:
         max_delete_fraction=settings.artifacts_max_delete_fraction,
         full_check_days=settings.artifacts_full_check_days,
         dry_run=dry_run,
+        grace_days=settings.artifacts_retired_grace_days,
+        protection=bucket_protection(client, settings.backup_bucket),
     )
     log.info("Artifact sync report: %s", report.as_dict())
     return report.as_dict()

@@ -433,3 +433,81 @@ def test_a_compression_this_pg_dump_cannot_do_fails_naming_the_setting_and_write
         backup_postgres(seeded_db, DAY, "manual__zstd", dry_run=dry_run)
     assert _keys(s3_client, backup_bucket) == []
     assert _open_uploads(s3_client, backup_bucket) == []
+
+
+# -- parts that grow: a real upload crossing a part-size boundary ------------------------------------
+def test_a_real_upload_crosses_part_size_boundaries_and_restores(big_db, pg_cluster, s3_client, s3_bucket):
+    from mlops.backups.upload import PartSchedule
+
+    schedule = PartSchedule(base=5 * 1024 * 1024, band=2)  # 5, 5, 10, 10, 20 MiB...: a boundary every 2 parts
+    manifest = backup_database(
+        s3_client, big_db, bucket=s3_bucket, logical_date=DAY, pg_bin_dir=str(PG_BIN), part_size=schedule
+    )
+
+    parts = int(manifest.etag.rsplit("-", 1)[1])
+    assert parts == schedule.parts_for(manifest.size_bytes) >= 4  # at least one 10 MiB part after the 5s
+    sizes = [s3_client.head_object(Bucket=s3_bucket, Key=manifest.key, PartNumber=n)["ContentLength"]
+             for n in range(1, parts + 1)]  # fmt: skip
+    assert sizes[:4] == [schedule.size_of(n) for n in range(1, 5)] and sum(sizes) == manifest.size_bytes
+    data = s3_client.get_object(Bucket=s3_bucket, Key=manifest.key)["Body"].read()
+    assert hashlib.sha256(data).hexdigest() == manifest.sha256
+    restore = pg_cluster.create_database("restore")
+    subprocess.run(
+        [str(PG_BIN / "pg_restore"), "--no-owner", "-d", pg_cluster.dsn(restore)], input=data, check=True
+    )
+    with psycopg.connect(pg_cluster.dsn(restore)) as conn:
+        assert (
+            conn.execute("SELECT count(*) FROM blobs").fetchone()[0] == manifest.row_counts()["public.blobs"]
+        )
+
+
+# -- hardening ---------------------------------------------------------------------------------------
+def test_a_dump_that_cannot_get_its_locks_fails_after_the_lock_wait_timeout(
+    seeded_db, backup_bucket, pg_bin, pg_cluster, s3_client
+):
+    import threading
+
+    locked, release = threading.Event(), threading.Event()
+
+    def migration() -> None:  # holds an ACCESS EXCLUSIVE lock, as a long ALTER TABLE would
+        with psycopg.connect(pg_cluster.dsn(seeded_db)) as conn, conn.transaction():
+            conn.execute("LOCK TABLE models IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=migration)
+    thread.start()
+    try:
+        assert locked.wait(10)
+        started = time.monotonic()
+        # pg_dump turns --lock-wait-timeout into a statement timeout on its LOCK TABLE.
+        with pytest.raises(PgDumpFailed, match=r"(?s)statement timeout.*LOCK TABLE public\.models"):
+            backup_database(s3_client_via(get_settings()), _source(), bucket=backup_bucket, logical_date=DAY,
+                            pg_bin_dir=pg_bin, lock_wait_timeout="1s")  # fmt: skip
+        assert time.monotonic() - started < 15
+    finally:
+        release.set()
+        thread.join()
+    assert _keys(s3_client, backup_bucket) == [] and _open_uploads(s3_client, backup_bucket) == []
+
+
+def test_ssl_settings_come_from_the_connection_extras(monkeypatch, pg_cluster):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PLATFORM_TLS",
+        json.dumps({"conn_type": "postgres", "host": "127.0.0.1", "port": pg_cluster.port, "login": "backup",
+                    "password": "pw", "schema": "platform",
+                    "extra": {"sslmode": "verify-full", "sslrootcert": "/etc/ssl/rds-ca.pem",
+                              "sslcert": "/etc/ssl/backup.crt", "sslkey": "/etc/ssl/backup.key"}}),
+    )  # fmt: skip
+    target = PgTarget.from_connection("platform_tls")
+    env = target.env()
+    assert (env["PGSSLMODE"], env["PGSSLROOTCERT"], env["PGSSLCERT"], env["PGSSLKEY"]) == (
+        "verify-full",
+        "/etc/ssl/rds-ca.pem",
+        "/etc/ssl/backup.crt",
+        "/etc/ssl/backup.key",
+    )
+    assert "pw" not in repr(target) and env["PGPASSWORD"] == "pw"
+    # libpq gets them too: this test server has no TLS, and verify-full refuses to go on without it.
+    with pytest.raises(DatabaseUnreachable, match="server does not support SSL, but SSL was required"):
+        target.connect(connect_timeout=2)

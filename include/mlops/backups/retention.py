@@ -121,7 +121,7 @@ class Series:
 def scan_series(client: Any, bucket: str, prefix: str, complete_marker: str = layout.MANIFEST) -> Series:
     """List ``prefix`` and group its keys into backups (``<date>/<backup id>/``).
 
-    Keys directly under a date (``<date>/<file>``, the layout before backup ids) form one
+    Keys under a date but outside a backup id (the layout before backup ids) form one
     backup per date.
     """
     dirs: dict[str, set[str]] = {}
@@ -132,12 +132,8 @@ def scan_series(client: Any, bucket: str, prefix: str, complete_marker: str = la
         day = layout.parse_dated_dir(key, prefix)
         if day is None:
             continue
-        unit = layout.backup_dir(key, prefix)
-        if unit is None:
-            rest = key[len(prefix) :].split("/")
-            if len(rest) != 2:
-                continue
-            unit = f"{prefix}{rest[0]}/"
+        # Keys of the layout before backup ids (``<date>/...``) form one backup per date.
+        unit = layout.backup_dir(key, prefix) or f"{prefix}{day.isoformat()}/"
         dirs.setdefault(unit, set()).add(key)
         dates[unit] = day
         modified = obj.get("LastModified")

@@ -78,7 +78,17 @@ class Settings:
     pg_bin: str = ""  # directory of pg_dump/pg_restore; empty: found on PATH
     backup_pg_compress: str = "1"  # pg_dump --compress: gzip 0-9; pg_dump 16+: lz4, zstd[:N]
     backup_databases: str = ""  # comma-separated; empty: the postgres connection's database
-    backup_verify_conn_id: str = ""  # server for restore tests; empty: postgres_conn_id's server
+    backup_verify_conn_id: str = ""  # scratch server for restore tests (required unless the next is set)
+    backup_verify_on_source: bool = False  # opt-in: restore tests on the source server (WAL, 2x disk)
+    backup_globals: bool = True  # pg_dumpall --globals-only each run, restored before the databases
+    backup_globals_with_passwords: bool = False  # keep role password hashes in the globals backup
+    backup_lock_wait_timeout: str = "300s"  # pg_dump --lock-wait-timeout; empty: wait forever
+    backup_retention_max_delete_fraction: float = 0.5  # of a series' backup dates, per run
+    backup_orphan_min_age_hours: int = 24  # dumps without a manifest older than this are swept
+    backup_abort_incomplete_upload_days: int = 1  # lifecycle rule on the backup bucket
+    backup_kube_custom_resources: str = (
+        ""  # comma-separated group/version/plural, e.g. kubeflow.org/v1/notebooks
+    )
     backup_sse: str = "AES256"  # none | AES256 | aws:kms
     backup_kms_key_id: str = ""  # with backup_sse=aws:kms; empty: the account's default KMS key
     backup_keep_daily: int = 7
@@ -89,6 +99,7 @@ class Settings:
     artifacts_sync_workers: int = 16
     artifacts_max_delete_fraction: float = 0.1
     artifacts_full_check_days: int = 7  # how often the sync also lists the backup side
+    artifacts_retired_grace_days: int = 30  # copies the source deleted or overwrote are kept this long
 
     # Blue-green promotion and the model server (issue 4).
     serving_access: str = (

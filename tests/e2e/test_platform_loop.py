@@ -272,7 +272,9 @@ def test_5_backups_run_and_write_the_verified_marker(api, standalone, s3_client,
     run_id = _trigger(api, "mlops_backups", {"artifacts": True, "kubernetes": True, "postgres": True})
     assert _wait_run(api, standalone, "mlops_backups", run_id, 300) == "success"
     marker = json.loads(
-        s3_client.get_object(Bucket="mlops-backups", Key="_markers/last_verified.json")["Body"].read()
+        s3_client.get_object(
+            Bucket="mlops-backups", Key=f"_markers/postgres/{PLATFORM_DB}/last_verified.json"
+        )["Body"].read()
     )
     assert marker["database"] == PLATFORM_DB
     assert marker["tables"]["public.runs"] == 500 or marker["tables"].get("runs") == 500

@@ -32,10 +32,26 @@ so misses same-size rewrites, and re-copies when only mtimes moved).
 
 Copies are server-side (``CopyObject``; multipart copy above 5 GiB), conditional
 on the compared ETag (``CopySourceIfMatch``), run in a thread pool, and carry
-the backup bucket's SSE settings. Optional deletion of backup objects whose
-source is gone is capped: if more than ``max_delete_fraction`` of the backup
-copies would go, the sync raises :class:`DeleteCapExceeded` before changing
-anything.
+the backup bucket's SSE settings.
+
+A backup, not a mirror
+----------------------
+What the source overwrote or deleted is *kept* for a grace period
+(``grace_days``, setting ``artifacts_retired_grace_days``), so a bad overwrite or
+deletion at the source does not reach the only other copy the same night:
+
+- unversioned backup bucket: before a backup copy is replaced or removed, it is
+  copied (server-side, ``If-None-Match: *``) to
+  ``artifacts-retired/<date>/<sync id>/<key>``; retired copies older than the
+  grace period are expired by the sync itself;
+- versioned backup bucket: the replaced or deleted copy stays as a noncurrent
+  version, which the lifecycle rule applied by ``prepare_bucket`` expires after
+  the grace period.
+
+Removing backup copies whose source is gone is optional (``delete``) and capped:
+when more than ``max_delete_fraction`` of the backup copies would go, *no*
+copy is removed, copying of new and changed artifacts goes on, and the sync
+raises :class:`DeleteCapExceeded` at the end (the task fails and alerts).
 """
 
 from __future__ import annotations
@@ -45,11 +61,20 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from mlops.backups import layout
-from mlops.backups.s3 import Encryption, delete_keys, ensure_bucket, get_json_or_none, list_keys, put_json
+from mlops.backups.s3 import (
+    BucketProtection,
+    Encryption,
+    delete_keys,
+    delete_protected,
+    ensure_bucket,
+    get_json_or_none,
+    list_keys,
+    put_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +86,8 @@ class SyncError(RuntimeError):
 
 
 class DeleteCapExceeded(SyncError):
-    """Deletion would remove more than the allowed share of the backup copies; nothing was changed."""
+    """Deletion would remove more than the allowed share of the backup copies: none was removed
+    (copies of new and changed artifacts were still made)."""
 
 
 @dataclass
@@ -71,6 +97,8 @@ class SyncReport:
     copied: int = 0
     skipped: int = 0
     deleted: int = 0
+    retired: int = 0  # backup copies kept for the grace period before being replaced or removed
+    expired: int = 0  # retired copies removed after the grace period
     failed: int = 0
     bytes_copied: int = 0
     source_objects: int = 0
@@ -135,6 +163,53 @@ def _copy_one(client: Any, src_bucket: str, obj: dict, dst_bucket: str, dst_key:
     return client.head_object(Bucket=dst_bucket, Key=dst_key)["ETag"].strip('"')
 
 
+def _retire(client: Any, bucket: str, key: str, retired_key: str, sse: dict) -> None:
+    """Keep the backup copy ``key`` under ``retired_key`` (never replacing anything there)."""
+    head = client.head_object(Bucket=bucket, Key=key)
+    source = {"Bucket": bucket, "Key": key}
+    if head["ContentLength"] <= SINGLE_COPY_LIMIT:
+        client.copy_object(CopySource=source, Bucket=bucket, Key=retired_key, IfNoneMatch="*", **sse)
+    else:
+        client.copy(source, bucket, retired_key, ExtraArgs=sse)
+
+
+def expire_retired(
+    client: Any,
+    bucket: str,
+    grace_days: int,
+    *,
+    protection: BucketProtection | None = None,
+    dry_run: bool = False,
+    today: date | None = None,
+) -> tuple[int, set[str]]:
+    """Remove retired copies whose retirement date is more than ``grace_days`` ago.
+
+    Returns (how many were removed, the retirement dates still holding copies).
+    """
+    today = today or datetime.now(UTC).date()
+    groups: dict[str, set[str]] = {}
+    remaining: set[str] = set()
+    for obj in list_keys(client, bucket, layout.ARTIFACTS_RETIRED_ROOT):
+        day = layout.parse_dated_dir(obj["Key"], layout.ARTIFACTS_RETIRED_ROOT)
+        if day is None:
+            continue
+        if (today - day).days > grace_days:
+            groups.setdefault(f"{layout.ARTIFACTS_RETIRED_ROOT}{day.isoformat()}/", set()).add(obj["Key"])
+        else:
+            remaining.add(day.isoformat())
+    for prefix, keys in sorted(groups.items()):
+        log.info("%s %d retired artifact copies under %s (older than %d days)",
+                 "Would expire" if dry_run else "Expiring", len(keys), prefix, grace_days)  # fmt: skip
+    if groups:
+        delete_protected(client, bucket, groups, protection or BucketProtection(), dry_run=dry_run)
+    return sum(len(k) for k in groups.values()), remaining
+
+
+def _expiry_due(retired_days: set[str], today: date, grace_days: int, full: bool) -> bool:
+    """Listing the retired copies is only needed on a full check or when the ledger knows of a due date."""
+    return full or any((today - date.fromisoformat(d)).days > grace_days for d in retired_days)
+
+
 def _full_check_due(ledger_doc: dict | None, every_days: int) -> bool:
     if not ledger_doc or not ledger_doc.get("full_check_at"):
         return True
@@ -155,16 +230,21 @@ def sync_artifacts(
     dry_run: bool = False,
     full_check: bool | None = None,
     full_check_days: int = 7,
+    grace_days: int = 30,
+    protection: BucketProtection | None = None,
+    today: date | None = None,
 ) -> SyncReport:
     """Mirror ``source_bucket/source_prefix`` into ``backup_bucket/artifacts/``; returns the counts.
 
     ``full_check`` also lists the backup side (catching copies deleted or
     replaced behind the sync's back); by default it runs when the ledger is
     missing or its last full check is ``full_check_days`` old, otherwise the
-    ledger stands for the backup side. Raises :class:`DeleteCapExceeded`
-    (before any change) when ``delete`` would remove more than
-    ``max_delete_fraction`` of the backup copies, and :class:`SyncError` after
-    the run when some copies failed.
+    ledger stands for the backup side. What the source overwrote or deleted is
+    kept for ``grace_days`` (see the module docstring; ``protection`` says whether
+    the backup bucket is versioned). Raises :class:`DeleteCapExceeded` after the
+    copies when ``delete`` would remove more than ``max_delete_fraction`` of the
+    backup copies (none is removed then), and :class:`SyncError` after the run
+    when some copies failed.
     """
     t0 = time.monotonic()
     encryption = encryption or Encryption()
@@ -194,20 +274,36 @@ def sync_artifacts(
         full_check=full,
     )
 
-    if delete and plan.to_delete:
-        share = len(plan.to_delete) / max(1, len(backup))
+    protection = protection or BucketProtection()
+    today = today or datetime.now(UTC).date()
+    retired_days: set[str] = set((ledger_doc or {}).get("retired_days", []))
+    capped: DeleteCapExceeded | None = None
+    to_delete = plan.to_delete if delete else []
+    if to_delete:
+        share = len(to_delete) / max(1, len(backup))
         if share > max_delete_fraction:
             where = f"s3://{backup_bucket}/{dest_prefix}{source_prefix}"
-            raise DeleteCapExceeded(
-                f"refusing to delete {len(plan.to_delete)} of {len(backup)} backup copies ({share:.0%}) "
-                f"under {where}: the cap is {max_delete_fraction:.0%}. Nothing was copied or deleted. "
+            capped = DeleteCapExceeded(
+                f"refusing to delete {len(to_delete)} of {len(backup)} backup copies ({share:.0%}) "
+                f"under {where}: the cap is {max_delete_fraction:.0%}. No copy was removed; new and "
+                "changed artifacts were still copied. "
                 f"Check the source s3://{source_bucket}/{source_prefix}; if the deletions are intended, "
                 "raise MLOPS_ARTIFACTS_MAX_DELETE_FRACTION for one run."
             )
+            log.error("%s", capped)
+            to_delete = []
+    # Unversioned: replaced or removed copies are kept under artifacts-retired/ first.
+    retire_first = not protection.versioning
+    replacing = [o for o in plan.to_copy if dest_prefix + o["Key"] in backup]
     if dry_run:
         report.copied = len(plan.to_copy)
         report.bytes_copied = sum(o["Size"] for o in plan.to_copy)
-        report.deleted = len(plan.to_delete) if delete else 0
+        report.deleted = len(to_delete)
+        report.retired = (len(replacing) + len(to_delete)) if retire_first else 0
+        if _expiry_due(retired_days, today, grace_days, full):
+            report.expired, _ = expire_retired(
+                client, backup_bucket, grace_days, protection=protection, dry_run=True, today=today
+            )
         report.seconds = round(time.monotonic() - t0, 3)
         log.info(
             "Dry run: would copy %d, skip %d, delete %d artifacts",
@@ -215,7 +311,19 @@ def sync_artifacts(
             report.skipped,
             report.deleted,
         )
+        if capped is not None:
+            raise capped
         return report
+
+    sync_id = layout.new_backup_id()
+    sse = encryption.extra_args()
+    if retire_first:
+        for key in [dest_prefix + o["Key"] for o in replacing] + to_delete:
+            retired_key = layout.artifact_retired_key(today, sync_id, key[len(dest_prefix) :])
+            _retire(client, backup_bucket, key, retired_key, sse)
+            report.retired += 1
+            retired_days.add(today.isoformat())
+            log.info("Kept s3://%s/%s as %s for %d days", backup_bucket, key, retired_key, grace_days)
 
     changed = False
     copying = {o["Key"] for o in plan.to_copy}
@@ -227,7 +335,6 @@ def sync_artifacts(
                 entry = {"source_etag": _etag(obj), "backup_etag": _etag(dest)}
                 changed |= ledger.get(key) != entry
                 ledger[key] = entry
-    sse = encryption.extra_args()
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="artifact-copy") as pool:
         futures = {
             pool.submit(
@@ -256,14 +363,23 @@ def sync_artifacts(
                 dest_prefix,
                 obj["Key"],
             )
-    if delete and plan.to_delete:
-        for key in plan.to_delete:
-            log.info("Deleting s3://%s/%s: its source is gone", backup_bucket, key)
-        delete_keys(client, backup_bucket, plan.to_delete)
-        for key in plan.to_delete:
+    if to_delete:
+        for key in to_delete:
+            log.info(
+                "Removing s3://%s/%s: its source is gone (kept for %d days)", backup_bucket, key, grace_days
+            )
+        delete_keys(client, backup_bucket, to_delete)
+        for key in to_delete:
             ledger.pop(key[len(dest_prefix) :], None)
-        report.deleted = len(plan.to_delete)
+        report.deleted = len(to_delete)
         changed = True
+    if _expiry_due(retired_days, today, grace_days, full):
+        before = set(retired_days)
+        report.expired, retired_days = expire_retired(
+            client, backup_bucket, grace_days, protection=protection, today=today
+        )
+        changed |= retired_days != before
+    changed |= report.retired > 0
     if full:
         # Forget entries whose backup copy is gone (deleted by hand): the next run copies them again.
         for key in [k for k in ledger if dest_prefix + k not in backup and k not in copying]:
@@ -272,6 +388,7 @@ def sync_artifacts(
         doc = {
             "format_version": 1,
             "objects": ledger,
+            "retired_days": sorted(retired_days),
             "full_check_at": datetime.now(UTC).isoformat() if full else ledger_doc.get("full_check_at"),
         }
         put_json(
@@ -292,6 +409,8 @@ def sync_artifacts(
         report.failed,
         report.seconds,
     )
+    if capped is not None:
+        raise capped
     if report.failed:
         raise SyncError(
             f"{report.failed} artifact copies failed (copied {report.copied}, skipped "

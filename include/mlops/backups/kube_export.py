@@ -1,9 +1,16 @@
 """Export the platform namespaces' configuration as clean, re-appliable YAML.
 
-Exported kinds: Deployments, Services, ConfigMaps, HorizontalPodAutoscalers,
-Ingresses, NetworkPolicies, ServiceAccounts, Roles and RoleBindings. Secrets
-are recorded by name and type only, in the export's ``manifest.json``: their
-values never leave the cluster (restore them from the secret store).
+Exported kinds: Deployments, StatefulSets, CronJobs, Services, ConfigMaps,
+PersistentVolumeClaims, HorizontalPodAutoscalers, PodDisruptionBudgets, Ingresses,
+NetworkPolicies, ServiceAccounts, Roles and RoleBindings, plus the custom resources
+named in the settings (``backup_kube_custom_resources``: ``group/version/plural``).
+Secrets are listed as metadata only (the ``PartialObjectMetadataList`` form of a
+list: the API server never sends their data) and recorded by name and type in the
+export's ``manifest.json``; restore them from the secret store.
+
+It needs only ``get``/``list`` on those resources (the read-only Role of
+helm-values); a refusal fails the export naming the verb and resource
+(:class:`ExportForbidden`).
 
 "Clean" means what the API server fills in is stripped, so that
 ``kubectl apply -R -f <export>/`` (or the official client's create) recreates
@@ -14,7 +21,8 @@ the objects on an empty namespace or another cluster:
 - the ``kubectl.kubernetes.io/last-applied-configuration`` and
   ``deployment.kubernetes.io/revision`` annotations;
 - Services: ``clusterIP``/``clusterIPs`` (allocated per cluster) and the
-  single-stack IP family defaults;
+  single-stack IP family defaults; a headless Service keeps ``clusterIP: None``
+  (without it, it would come back as a normal Service);
 - Deployments: the template's ``creationTimestamp: null``;
 - ServiceAccounts: the legacy auto-generated token ``secrets`` list.
 
@@ -22,9 +30,9 @@ Objects that the cluster makes by itself are not exported: anything owned by a
 controller (``ownerReferences[].controller``), the ``default`` ServiceAccount
 and the ``kube-root-ca.crt`` ConfigMap.
 
-Each object goes to ``kubernetes/<date>/<namespace>/<Kind>/<name>.yaml``; a
-rerun for the same date rewrites the same keys and removes files of objects
-that no longer exist.
+Each export has its own id: ``kubernetes/<date>/<export id>/<namespace>/<Kind>/<name>.yaml``
+(names such as ``airflow:pod-launcher`` kept readable), every object written with
+``If-None-Match: *``, and ``manifest.json`` last (the commit point).
 """
 
 from __future__ import annotations
@@ -37,42 +45,65 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from mlops.backups import layout
-from mlops.backups.s3 import Encryption, delete_keys, ensure_bucket, list_keys, put_json
+from mlops.backups.s3 import Encryption, ensure_bucket, put_new
 
 log = logging.getLogger(__name__)
 
 
+class ExportForbidden(RuntimeError):
+    """The API server refused a read the export needs (RBAC): the message names verb and resource."""
+
+
 @dataclass(frozen=True)
 class ExportedKind:
+    """A namespaced resource, listed at ``/api(s)/<api_version>/namespaces/<ns>/<plural>``."""
+
     kind: str
     api_version: str
-    api_class: str
-    list_method: str
+    plural: str
+
+    def path(self, namespace: str) -> str:
+        root = "/api" if "/" not in self.api_version else "/apis"
+        return f"{root}/{self.api_version}/namespaces/{namespace}/{self.plural}"
 
 
 EXPORTED_KINDS: list[ExportedKind] = [
-    ExportedKind("ServiceAccount", "v1", "CoreV1Api", "list_namespaced_service_account"),
-    ExportedKind("ConfigMap", "v1", "CoreV1Api", "list_namespaced_config_map"),
-    ExportedKind("Service", "v1", "CoreV1Api", "list_namespaced_service"),
-    ExportedKind("Deployment", "apps/v1", "AppsV1Api", "list_namespaced_deployment"),
-    ExportedKind(
-        "HorizontalPodAutoscaler",
-        "autoscaling/v2",
-        "AutoscalingV2Api",
-        "list_namespaced_horizontal_pod_autoscaler",
-    ),
-    ExportedKind("Ingress", "networking.k8s.io/v1", "NetworkingV1Api", "list_namespaced_ingress"),
-    ExportedKind(
-        "NetworkPolicy", "networking.k8s.io/v1", "NetworkingV1Api", "list_namespaced_network_policy"
-    ),
-    ExportedKind("Role", "rbac.authorization.k8s.io/v1", "RbacAuthorizationV1Api", "list_namespaced_role"),
-    ExportedKind(
-        "RoleBinding",
-        "rbac.authorization.k8s.io/v1",
-        "RbacAuthorizationV1Api",
-        "list_namespaced_role_binding",
-    ),
+    ExportedKind("ServiceAccount", "v1", "serviceaccounts"),
+    ExportedKind("ConfigMap", "v1", "configmaps"),
+    ExportedKind("Service", "v1", "services"),
+    ExportedKind("PersistentVolumeClaim", "v1", "persistentvolumeclaims"),
+    ExportedKind("Deployment", "apps/v1", "deployments"),
+    ExportedKind("StatefulSet", "apps/v1", "statefulsets"),
+    ExportedKind("CronJob", "batch/v1", "cronjobs"),
+    ExportedKind("HorizontalPodAutoscaler", "autoscaling/v2", "horizontalpodautoscalers"),
+    ExportedKind("PodDisruptionBudget", "policy/v1", "poddisruptionbudgets"),
+    ExportedKind("Ingress", "networking.k8s.io/v1", "ingresses"),
+    ExportedKind("NetworkPolicy", "networking.k8s.io/v1", "networkpolicies"),
+    ExportedKind("Role", "rbac.authorization.k8s.io/v1", "roles"),
+    ExportedKind("RoleBinding", "rbac.authorization.k8s.io/v1", "rolebindings"),
 ]
+SECRETS = ExportedKind("Secret", "v1", "secrets")
+# The list form that carries metadata only (what `kubectl get --output-watch-events` and
+# client-go's metadata informers ask for): Kubernetes API concepts, "Receiving resources as
+# PartialObjectMetadata", https://kubernetes.io/docs/reference/using-api/api-concepts/
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+
+
+def custom_kinds(spec: str) -> list[ExportedKind]:
+    """``group/version/plural[,...]`` (setting ``backup_kube_custom_resources``) as exported kinds.
+
+    The kind is read from each list's items; ``plural`` names the directory until then.
+    """
+    out = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        parts = item.split("/")
+        if len(parts) != 3 or not all(parts):
+            raise ValueError(f"MLOPS_BACKUP_KUBE_CUSTOM_RESOURCES: {item!r} is not group/version/plural")
+        out.append(ExportedKind("", f"{parts[0]}/{parts[1]}", parts[2]))
+    return out
+
 
 SERVER_METADATA = (
     "uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink",
@@ -107,13 +138,15 @@ def clean_object(kind: str, api_version: str, obj: dict[str, Any]) -> dict[str, 
     if not meta.get("labels"):
         meta.pop("labels", None)
     spec = out.get("spec") or {}
-    if kind == "Service":
+    if kind == "Service" and spec.get("clusterIP") != "None":
         spec.pop("clusterIP", None)
         spec.pop("clusterIPs", None)
         if spec.get("ipFamilyPolicy") in (None, "SingleStack"):
             spec.pop("ipFamilyPolicy", None)
             spec.pop("ipFamilies", None)
-    if kind == "Deployment":
+    if kind == "Service" and spec.get("clusterIP") == "None":
+        spec.pop("clusterIPs", None)  # clusterIP: None stays: it is what makes the Service headless
+    if kind in ("Deployment", "StatefulSet"):
         template_meta = (spec.get("template") or {}).get("metadata") or {}
         template_meta.pop("creationTimestamp", None)
     if kind == "ServiceAccount":
@@ -132,33 +165,50 @@ class KubeExport:
     skipped: list[str] = field(default_factory=list)
 
 
-def _list(api_client: Any, kind: ExportedKind, namespace: str) -> list[dict[str, Any]]:
-    import kubernetes.client as k8s
+def _list(api_client: Any, kind: ExportedKind, namespace: str, accept: str = "application/json") -> dict:
+    """One list call through the official client, as raw JSON (the models drop unknown fields)."""
+    from kubernetes.client.exceptions import ApiException
 
-    api = getattr(k8s, kind.api_class)(api_client)
-    # Raw JSON, not the client's models: the models drop unknown fields and add nulls.
-    resp = getattr(api, kind.list_method)(namespace, _preload_content=False)
-    return json.loads(resp.data).get("items", [])
+    try:
+        resp = api_client.call_api(
+            kind.path(namespace),
+            "GET",
+            header_params={"Accept": accept},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _return_http_data_only=True,
+        )
+    except ApiException as exc:
+        if exc.status == 403:
+            raise ExportForbidden(
+                f"the Kubernetes API refused to list {kind.plural} ({kind.api_version}) in namespace "
+                f"{namespace} (403): grant verb 'list' on resource '{kind.plural}' to the export's "
+                f"service account (the read-only backup Role in helm-values). Server said: {exc.body}"
+            ) from exc
+        raise
+    return json.loads(resp.data)
 
 
-def collect(api_client: Any, namespaces: list[str]) -> KubeExport:
+def collect(api_client: Any, namespaces: list[str], custom: list[ExportedKind] | None = None) -> KubeExport:
     """Read and clean every exported kind of ``namespaces`` (official client, raw JSON)."""
-    import kubernetes.client as k8s
-
     export = KubeExport()
     for ns in namespaces:
-        for kind in EXPORTED_KINDS:
-            for item in _list(api_client, kind, ns):
+        for kind in [*EXPORTED_KINDS, *(custom or [])]:
+            for item in _list(api_client, kind, ns).get("items", []):
                 name = item["metadata"]["name"]
-                if is_cluster_made(kind.kind, item):
-                    export.skipped.append(f"{ns}/{kind.kind}/{name}")
+                kind_name = kind.kind or item.get("kind") or kind.plural
+                if is_cluster_made(kind_name, item):
+                    export.skipped.append(f"{ns}/{kind_name}/{name}")
                     continue
-                export.objects[(ns, kind.kind, name)] = clean_object(kind.kind, kind.api_version, item)
-        raw = k8s.CoreV1Api(api_client).list_namespaced_secret(ns, _preload_content=False)
+                export.objects[(ns, kind_name, name)] = clean_object(kind_name, kind.api_version, item)
+        # Metadata only: Secret values never reach this process.
+        listed = _list(api_client, SECRETS, ns, accept=METADATA_ONLY)
+        if listed.get("kind") != "PartialObjectMetadataList":
+            raise RuntimeError(f"the API server ignored the metadata-only list of Secrets in {ns}")
         export.secrets[ns] = sorted(
             (
-                {"name": s["metadata"]["name"], "type": s.get("type", "Opaque")}
-                for s in json.loads(raw.data)["items"]
+                {"name": s["metadata"]["name"]}  # the type is not metadata: not sent in this form
+                for s in listed.get("items", [])
             ),
             key=lambda s: s["name"],
         )
@@ -180,57 +230,45 @@ def export_kubernetes(
     namespaces: list[str],
     encryption: Encryption | None = None,
     dry_run: bool = False,
+    custom_resources: str = "",
+    backup_id: str | None = None,
 ) -> dict[str, Any]:
-    """Export ``namespaces`` to ``kubernetes/<date>/`` in ``bucket``; returns the export manifest."""
+    """Export ``namespaces`` to ``kubernetes/<date>/<export id>/`` in ``bucket``; returns the manifest."""
     encryption = encryption or Encryption()
     ensure_bucket(s3, bucket)
-    export = collect(api_client, namespaces)
+    backup_id = backup_id or layout.new_backup_id()
+    export = collect(api_client, namespaces, custom_kinds(custom_resources))
     counts: dict[str, dict[str, int]] = {}
     for ns, kind, _ in export.objects:
         counts.setdefault(ns, {}).setdefault(kind, 0)
         counts[ns][kind] += 1
     manifest = {
-        "format_version": 1,
+        "format_version": 2,
         "kind": "kubernetes",
+        "backup_id": backup_id,
         "logical_date": logical_date.isoformat(),
         "exported_at": datetime.now(UTC).isoformat(),
         "namespaces": namespaces,
         "objects": counts,
         "secrets_by_name_only": export.secrets,
         "skipped_cluster_made": export.skipped,
-        "keys": sorted(layout.kubernetes_object_key(logical_date, *k) for k in export.objects),
+        "keys": sorted(layout.kubernetes_object_key(logical_date, backup_id, *k) for k in export.objects),
     }
     if dry_run:
         log.info("Dry run: would export %d objects of %s", len(export.objects), namespaces)
         return manifest
-    prefix = layout.kubernetes_prefix(logical_date)
-    before = {o["Key"] for o in list_keys(s3, bucket, prefix)}
     for (ns, kind, name), obj in export.objects.items():
-        s3.put_object(
-            Bucket=bucket,
-            Key=layout.kubernetes_object_key(logical_date, ns, kind, name),
-            Body=to_yaml(obj).encode(),
-            ContentType="application/yaml",
-            **encryption.extra_args(),
-        )
-    manifest_key = layout.kubernetes_manifest_key(logical_date)
-    put_json(s3, bucket, manifest_key, json.dumps(manifest, indent=2).encode(), encryption)
-    gone = sorted(before - set(manifest["keys"]) - {manifest_key})
-    if gone:
-        log.info(
-            "Removing %d files of objects deleted since the last export of %s: %s",
-            len(gone),
-            logical_date,
-            gone,
-        )
-        delete_keys(s3, bucket, gone)
+        key = layout.kubernetes_object_key(logical_date, backup_id, ns, kind, name)
+        put_new(s3, bucket, key, to_yaml(obj).encode(), encryption, content_type="application/yaml")
+    manifest_key = layout.kubernetes_manifest_key(logical_date, backup_id)
+    put_new(s3, bucket, manifest_key, json.dumps(manifest, indent=2).encode(), encryption)
     log.info(
         "Exported %d objects (%s) and %d Secret names to s3://%s/%s",
         len(export.objects),
         counts,
         sum(len(v) for v in export.secrets.values()),
         bucket,
-        prefix,
+        layout.kubernetes_prefix(logical_date, backup_id),
     )
     return manifest
 

@@ -5,16 +5,20 @@ presence is the commit point that retention and verification look for.
 Schema (``format_version`` 1)::
 
     {
-      "format_version": 1,
+      "format_version": 2,
       "kind": "postgres",
       "database": "platform",           "logical_date": "2026-03-01",
-      "bucket": "mlops-backups",        "key": "postgres/platform/2026-03-01/platform.dump",
+      "backup_id": "20260301T030512Z-1a2b3c4d",
+      "bucket": "mlops-backups",
+      "key": "postgres/platform/2026-03-01/20260301T030512Z-1a2b3c4d/platform.dump",
+      "etag": "<the dump object's ETag>", "version_id": "<its VersionId on a versioned bucket, else ''>",
       "server_version": "15.8",         "pg_dump_version": "pg_dump (PostgreSQL) 15.8",
       "compression": "1",               (pg_dump --compress; "" in manifests written before it)
       "size_bytes": 123,                "sha256": "<hex>",
       "started_at": "<ISO 8601 UTC>",   "finished_at": "<ISO 8601 UTC>",
       "snapshot": "00000003-0000001B-1",
       "tables": [{"schema": "public", "name": "models", "rows": 250}],
+      "grants": {"public.models": ["reporting:SELECT"]},   (table privileges at the snapshot)
       "sse": {"mode": "AES256", "kms_key_id": ""},
       "run_id": "scheduled__2026-03-01T03:00:00+00:00"
     }
@@ -54,12 +58,15 @@ class BackupManifest(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True)
 
-    format_version: int = 1
+    format_version: int = 2
     kind: str = "postgres"
     database: str
     logical_date: date
+    backup_id: str = ""
     bucket: str
     key: str
+    etag: str = ""
+    version_id: str = ""
     server_version: str
     pg_dump_version: str
     compression: str = ""
@@ -69,6 +76,7 @@ class BackupManifest(BaseModel):
     finished_at: datetime
     snapshot: str = ""
     tables: list[TableCount]
+    grants: dict[str, list[str]] = Field(default_factory=dict)
     sse: SseInfo
     run_id: str = ""
 

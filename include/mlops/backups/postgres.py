@@ -2,19 +2,26 @@
 
 What a backup promises:
 
-- The dump is read from ``pg_dump``'s stdout in bounded parts and handed to
-  boto3's transfer manager; peak memory is about ``part_size x
-  IN_MEMORY_PARTS`` whatever the database size.
-- The sha256 and size are computed while streaming, then stored in the object's
-  metadata (``x-amz-meta-sha256``) and in the manifest (``manifest.py``).
+- Every backup has its own keys (logical date + backup id, ``layout.py``); the
+  dump and its manifest are written with ``If-None-Match: *``, so nothing is
+  ever overwritten.
+- The dump is read from ``pg_dump``'s stdout in growing parts
+  (``upload.py``): never more than S3's 10,000 parts, whatever the dump's size;
+  peak memory is a few parts.
+- The sha256 and size are computed while streaming and stored in the manifest
+  (``manifest.py``) with the object's ETag; there is no metadata self-copy (it
+  stored every dump twice on a versioned bucket).
 - Row counts are exact for the dump: a REPEATABLE READ transaction exports its
   snapshot, ``pg_dump --snapshot`` dumps that snapshot, and the same transaction
   counts every table.
 - If ``pg_dump`` exits non-zero, is killed, or the task is cancelled (SIGTERM,
   ``AirflowTaskTimeout``, any exception while waiting), the stream raises
   instead of reporting end-of-file, so boto3 aborts the multipart upload; any
-  upload left open on the key is aborted as well. Nothing half-written stays:
-  a failure after the upload completed deletes the dump and its manifest.
+  upload left open on the key is aborted as well. A failure after the upload
+  completed deletes what this run wrote (its own version), and only that.
+- ``pg_dump --lock-wait-timeout`` (setting ``backup_lock_wait_timeout``): a dump
+  that cannot get its share locks fails instead of queueing behind a migration
+  while every later query queues behind it.
 - The password travels in ``PGPASSWORD``, never on a command line.
 - Compression is ``pg_dump --compress`` (setting ``backup_pg_compress``),
   gzip level 1 by default rather than pg_dump's 6: on a 2-core worker level 6
@@ -46,17 +53,15 @@ from typing import IO, Any
 
 from mlops.backups import layout
 from mlops.backups.manifest import BackupManifest, SseInfo, TableCount
-from mlops.backups.s3 import Encryption, abort_pending_uploads, ensure_bucket, put_json
+from mlops.backups.s3 import Encryption, delete_written, ensure_bucket, put_new
+from mlops.backups.upload import PartSchedule, schedule_for, upload_stream
 from mlops.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
-MIN_PART_SIZE = 8 * MIB
-MAX_PARTS = 9_000  # S3 allows 10,000; keep headroom because the dump size is only estimated
 IN_MEMORY_PARTS = 4
 UPLOAD_THREADS = 4
-SINGLE_COPY_LIMIT = 5 * 1024 * MIB - 1
 DEFAULT_COMPRESSION = Settings.backup_pg_compress  # gzip level 1; see the module docstring
 COMPRESSION_SETTING = "MLOPS_BACKUP_PG_COMPRESS"  # the setting backup_pg_compress
 _GZIP_LEVEL = re.compile(r"[0-9]")
@@ -89,6 +94,11 @@ class PgTarget:
     dbname: str
     password: str = field(default="", repr=False)
     sslmode: str = ""
+    sslcert: str = ""  # client certificate file
+    sslkey: str = ""  # its private key file
+    sslrootcert: str = ""  # CA bundle that the server certificate must chain to
+
+    _SSL_FIELDS = ("sslmode", "sslcert", "sslkey", "sslrootcert")
 
     @classmethod
     def from_connection(cls, conn_id: str, database: str | None = None) -> PgTarget:
@@ -103,7 +113,7 @@ class PgTarget:
             user=conn.login or "postgres",
             dbname=database or conn.schema or "postgres",
             password=conn.password or "",
-            sslmode=str(extra.get("sslmode", "")),
+            **{name: str(extra.get(name, "") or "") for name in cls._SSL_FIELDS},
         )
 
     def with_database(self, dbname: str) -> PgTarget:
@@ -119,8 +129,10 @@ class PgTarget:
         env.pop("PGPASSWORD", None)
         if self.password:
             env["PGPASSWORD"] = self.password
-        if self.sslmode:
-            env["PGSSLMODE"] = self.sslmode
+        for name in self._SSL_FIELDS:
+            env.pop(f"PG{name.upper()}", None)
+            if getattr(self, name):
+                env[f"PG{name.upper()}"] = getattr(self, name)
         return env
 
     def connect(self, autocommit: bool = False, connect_timeout: int = 10) -> Any:
@@ -137,8 +149,9 @@ class PgTarget:
         }
         if self.password:
             kwargs["password"] = self.password
-        if self.sslmode:
-            kwargs["sslmode"] = self.sslmode
+        for name in self._SSL_FIELDS:
+            if getattr(self, name):
+                kwargs[name] = getattr(self, name)
         try:
             return psycopg.connect(autocommit=autocommit, **kwargs)
         except psycopg.OperationalError as exc:
@@ -193,10 +206,9 @@ def compression_arg(value: str, pg_dump_version: str) -> str:
     return value
 
 
-def part_size_for(database_bytes: int) -> int:
-    """Multipart part size: 8 MiB, raised so that the dump fits in S3's part limit."""
-    size = max(MIN_PART_SIZE, -(-database_bytes // MAX_PARTS))
-    return -(-size // MIB) * MIB
+def part_schedule_for(database_bytes: int) -> PartSchedule:
+    """Growing multipart parts starting near ``database_bytes / 9000`` (see ``upload.py``)."""
+    return schedule_for(database_bytes)
 
 
 def _table_counts(conn: Any) -> list[TableCount]:
@@ -307,64 +319,24 @@ def _cancel_on_sigterm(cancel: Callable[[], None]) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _transfer_config(part_size: int) -> Any:
-    from boto3.s3.transfer import TransferConfig
-
-    config = TransferConfig(
-        multipart_threshold=part_size,
-        multipart_chunksize=part_size,
-        max_concurrency=UPLOAD_THREADS,
-        use_threads=True,
-    )
-    # Bounds the parts read ahead of the network: memory stays flat as the database grows.
-    config.max_in_memory_upload_chunks = IN_MEMORY_PARTS
-    return config
-
-
-def _stream_upload(
-    client: Any, stream: DumpStream, bucket: str, key: str, extra_args: dict[str, Any], part_size: int
-) -> None:
-    """Upload ``stream`` to ``bucket/key``; on any failure or interruption nothing stays on S3."""
-    from boto3.s3.transfer import create_transfer_manager
-
-    manager = create_transfer_manager(client, _transfer_config(part_size))
-    future = manager.upload(stream, bucket, key, extra_args=extra_args)
-    try:
-        future.result()
-    except BaseException as exc:
-        # Also reached by AirflowTaskTimeout / KeyboardInterrupt raised in this thread.
-        stream.cancel()
-        future.cancel()
-        manager.shutdown(cancel=True, cancel_msg=str(exc) or type(exc).__name__)
-        abort_pending_uploads(client, bucket, key)
-        raise
-    manager.shutdown()
+def _table_grants(conn: Any) -> dict[str, list[str]]:
+    """``{"schema.table": ["grantee:PRIVILEGE", ...]}`` of every user table, owner included."""
+    rows = conn.execute(
+        """
+        SELECT table_schema, table_name, grantee, privilege_type FROM information_schema.role_table_grants
+        WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2, 3, 4
+        """
+    ).fetchall()
+    out: dict[str, list[str]] = {}
+    for schema, table, grantee, privilege in rows:
+        out.setdefault(f"{schema}.{table}", []).append(f"{grantee}:{privilege}")
+    return out
 
 
-def _set_metadata(
-    client: Any, bucket: str, key: str, size: int, metadata: dict[str, str], encryption: Encryption
-) -> None:
-    """Attach metadata known only after streaming, by a server-side copy onto itself.
-
-    The copy also asks S3 for a SHA256 checksum of the whole object (a single
-    CopyObject up to 5 GiB), so S3 itself can vouch for the bytes later.
-    """
-    from boto3.s3.transfer import TransferConfig
-
-    extra = {
-        "Metadata": metadata,
-        "MetadataDirective": "REPLACE",
-        "ContentType": "application/octet-stream",
-        "ChecksumAlgorithm": "SHA256",
-        **encryption.extra_args(),
-    }
-    client.copy(
-        {"Bucket": bucket, "Key": key},
-        bucket,
-        key,
-        ExtraArgs=extra,
-        Config=TransferConfig(multipart_threshold=SINGLE_COPY_LIMIT, multipart_chunksize=512 * MIB),
-    )
+def table_grants(target: PgTarget) -> dict[str, list[str]]:
+    """Table privileges of ``target`` (used by verification to compare with the manifest)."""
+    with target.connect(autocommit=True) as conn:
+        return _table_grants(conn)
 
 
 def _now() -> datetime:
@@ -398,12 +370,15 @@ def plan_backup(
             "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
         ).fetchone()[0]
         size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+    backup_id = layout.new_backup_id()
+    schedule = part_schedule_for(size)
     plan = {
         "database": target.dbname,
         "bucket": bucket,
-        "key": layout.postgres_dump_key(target.dbname, logical_date),
+        "key": layout.postgres_dump_key(target.dbname, logical_date, backup_id),
         "tables": tables,
         "database_bytes": size,
+        "first_part_bytes": schedule.base,
         "pg_dump": dump_version,
         "compression": compression,
         "dry_run": True,
@@ -428,28 +403,34 @@ def backup_database(
     encryption: Encryption | None = None,
     pg_bin_dir: str = "",
     run_id: str = "",
-    part_size: int | None = None,
+    part_size: int | PartSchedule | None = None,
     compression: str = DEFAULT_COMPRESSION,
+    backup_id: str | None = None,
+    lock_wait_timeout: str = "",
 ) -> BackupManifest:
-    """Dump ``target`` to ``s3://bucket/postgres/<db>/<date>/<db>.dump`` and write its manifest.
+    """Dump ``target`` to ``postgres/<db>/<date>/<backup id>/<db>.dump`` and write its manifest.
 
-    Idempotent per ``logical_date``: a rerun overwrites the same two keys.
+    Never overwrites: the keys are new for every backup (a fresh ``backup_id`` unless
+    one is given) and both writes are conditional. ``part_size`` fixes the first part
+    (or the whole :class:`PartSchedule`); by default it follows the database's size.
     Raises :class:`DatabaseUnreachable`, :class:`~mlops.backups.s3.S3Unreachable`,
-    :class:`PgDumpFailed` or :class:`BackupCancelled`; in each case no dump,
-    manifest or open multipart upload is left for this date's keys.
+    :class:`PgDumpFailed`, :class:`BackupCancelled` or
+    :class:`~mlops.backups.upload.ObjectExists`; in each case no object and no open
+    multipart upload of *this* backup is left, and no other backup is touched.
     """
     import psycopg
 
     encryption = encryption or Encryption()
     database = target.dbname
-    key = layout.postgres_dump_key(database, logical_date)
-    manifest_key = layout.postgres_manifest_key(database, logical_date)
+    backup_id = backup_id or layout.new_backup_id()
+    key = layout.postgres_dump_key(database, logical_date, backup_id)
+    manifest_key = layout.postgres_manifest_key(database, logical_date, backup_id)
     pg_dump, dump_version, compression = _preflight(client, bucket, pg_bin_dir, compression)
     sse = encryption.extra_args()
 
     started = _now()
     t0 = time.monotonic()
-    uploaded = False
+    uploaded = None
     try:
         with target.connect() as conn:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -458,17 +439,23 @@ def backup_database(
                 server_version = conn.execute("SHOW server_version").fetchone()[0]
                 db_bytes = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
                 snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+                grants = _table_grants(conn)
                 # The counts run beside pg_dump: one core for them, the rest for the dump.
                 conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
-                size_of_part = part_size or part_size_for(db_bytes)
+                if isinstance(part_size, PartSchedule):
+                    schedule = part_size
+                elif part_size:
+                    schedule = PartSchedule(base=part_size)
+                else:
+                    schedule = part_schedule_for(db_bytes)
                 log.info(
-                    "Dumping %s (%d bytes on disk, snapshot %s) to s3://%s/%s in %d MiB parts",
+                    "Dumping %s (%d bytes on disk, snapshot %s) to s3://%s/%s, parts from %d MiB",
                     target.describe(),
                     db_bytes,
                     snapshot,
                     bucket,
                     key,
-                    size_of_part // MIB,
+                    schedule.base // MIB,
                 )
                 argv = [
                     pg_dump,
@@ -476,9 +463,10 @@ def backup_database(
                     f"--compress={compression}",
                     f"--snapshot={snapshot}",
                     "--no-password",
-                    "--dbname",
-                    database,
                 ]
+                if lock_wait_timeout:
+                    argv.append(f"--lock-wait-timeout={lock_wait_timeout}")
+                argv += ["--dbname", database]
                 with tempfile.TemporaryFile() as stderr_file:
                     proc = subprocess.Popen(  # noqa: S603 - resolved client binary, no shell
                         argv, stdout=subprocess.PIPE, stderr=stderr_file, env=target.env()
@@ -490,18 +478,20 @@ def backup_database(
                             counts = pool.submit(_table_counts, conn)
                             try:
                                 with _cancel_on_sigterm(stream.cancel):
-                                    _stream_upload(
+                                    uploaded = upload_stream(
                                         client,
                                         stream,
                                         bucket,
                                         key,
-                                        {"ContentType": "application/octet-stream", **sse},
-                                        size_of_part,
+                                        schedule=schedule,
+                                        extra_args={"ContentType": "application/octet-stream", **sse},
+                                        threads=UPLOAD_THREADS,
+                                        in_memory=IN_MEMORY_PARTS,
+                                        on_abort=stream.cancel,
                                     )
                             except BaseException:
                                 conn.cancel_safe()  # do not wait for the counts of a failed dump
                                 raise
-                            uploaded = True
                             streamed_s = time.monotonic() - t0
                             tables = counts.result()
                     finally:
@@ -511,8 +501,11 @@ def backup_database(
         manifest = BackupManifest(
             database=database,
             logical_date=logical_date,
+            backup_id=backup_id,
             bucket=bucket,
             key=key,
+            etag=uploaded.etag,
+            version_id=uploaded.version_id or "",
             server_version=server_version,
             pg_dump_version=dump_version,
             compression=compression,
@@ -522,35 +515,28 @@ def backup_database(
             finished_at=_now(),
             snapshot=snapshot,
             tables=tables,
+            grants=grants,
             sse=SseInfo(**encryption.as_dict()),
             run_id=run_id,
         )
-        metadata = {
-            "sha256": stream.sha256,
-            "database": database,
-            "logical-date": logical_date.isoformat(),
-            "size": str(stream.size),
-        }
-        _set_metadata(client, bucket, key, stream.size, metadata, encryption)
-        put_json(client, bucket, manifest_key, manifest.to_json(), encryption)
+        put_new(client, bucket, manifest_key, manifest.to_json(), encryption)
     except BaseException:
-        if uploaded:
+        if uploaded is not None:
             log.error(
-                "Backup of %s failed after its upload: deleting s3://%s/%s so no half backup stays",
+                "Backup %s of %s failed after its upload: deleting what this run wrote, s3://%s/%s",
+                backup_id,
                 database,
                 bucket,
                 key,
             )
-            for k in (manifest_key, key):
-                try:
-                    client.delete_object(Bucket=bucket, Key=k)
-                except Exception:
-                    log.exception("Could not delete s3://%s/%s", bucket, k)
+            delete_written(client, bucket, key, uploaded.version_id)
         raise
     log.info(
-        "Backed up %s: %d bytes, sha256 %s, %d tables; streamed in %.1f s, done in %.1f s",
+        "Backed up %s as %s: %d bytes in %d parts, sha256 %s, %d tables; streamed in %.1f s, done in %.1f s",
         database,
+        backup_id,
         stream.size,
+        len(uploaded.part_sizes),
         stream.sha256,
         len(tables),
         streamed_s,
@@ -559,15 +545,6 @@ def backup_database(
     return manifest
 
 
-def newest_manifest_key(client: Any, bucket: str, database: str) -> str | None:
-    """Key of the newest manifest of ``database`` (by logical date), or None."""
-    from mlops.backups.s3 import list_keys
-
-    prefix = layout.postgres_prefix(database)
-    dated = [
-        (layout.parse_dated_dir(o["Key"], prefix), o["Key"])
-        for o in list_keys(client, bucket, prefix)
-        if o["Key"].endswith("/manifest.json")
-    ]
-    dated = [(d, k) for d, k in dated if d is not None]
-    return max(dated)[1] if dated else None
+def manifest_key_of(manifest: BackupManifest) -> str:
+    """Key of ``manifest`` itself."""
+    return layout.postgres_manifest_key(manifest.database, manifest.logical_date, manifest.backup_id)

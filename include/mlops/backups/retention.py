@@ -13,8 +13,22 @@ it says which to keep and why. The rules are those of restic's ``--keep-daily
   the history.
 
 A backup kept by any rule is kept. :func:`apply_retention` lists a series in
-S3 (``<prefix><YYYY-MM-DD>/...``), applies the selection, logs every deletion
-(or would-be deletion in a dry run) and deletes whole date directories.
+S3 (``<prefix><YYYY-MM-DD>/<backup id>/...``; a date may hold several backups, e.g.
+the nightly one and a manual pre-migration one, and they are kept or expired
+together), applies the selection, logs every deletion (or would-be deletion in a
+dry run) and deletes the expired backups:
+
+- on a versioned bucket it deletes the expired *versions* (a plain delete would
+  only write delete markers and free nothing);
+- under Object Lock it never tries to delete a version under retention or legal
+  hold, and says so (in the dry run too);
+- a cap (``max_delete_fraction`` of the complete backups) stops a wrong policy or
+  clock from emptying a series: nothing is deleted and :class:`RetentionCapExceeded`
+  is raised.
+
+:func:`sweep_orphans` removes backup directories without a manifest (the commit
+point) once they are older than a day: what a run killed after its upload left.
+Each one is logged and reported, never removed silently.
 """
 
 from __future__ import annotations
@@ -22,11 +36,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from mlops.backups import layout
-from mlops.backups.s3 import delete_keys, list_keys
+from mlops.backups.s3 import BucketProtection, delete_protected, list_keys
 
 log = logging.getLogger(__name__)
 
@@ -91,20 +105,54 @@ def select_retention(
     return plan
 
 
-def dated_backups(client: Any, bucket: str, prefix: str, complete_marker: str) -> dict[date, list[str]]:
-    """``{date: [keys]}`` of the series under ``prefix``; only dates holding ``complete_marker`` count."""
-    by_date: dict[date, list[str]] = {}
+class RetentionCapExceeded(RuntimeError):
+    """Retention would delete more than its cap allows; nothing was deleted."""
+
+
+@dataclass
+class Series:
+    """The backups under one prefix: complete ones by date, and orphan directories."""
+
+    complete: dict[date, dict[str, set[str]]] = field(default_factory=dict)  # date -> {dir: keys}
+    orphans: dict[str, set[str]] = field(default_factory=dict)  # dir -> keys
+    orphan_newest: dict[str, datetime] = field(default_factory=dict)  # dir -> newest LastModified
+
+
+def scan_series(client: Any, bucket: str, prefix: str, complete_marker: str = layout.MANIFEST) -> Series:
+    """List ``prefix`` and group its keys into backups (``<date>/<backup id>/``).
+
+    Keys under a date but outside a backup id (the layout before backup ids) form one
+    backup per date.
+    """
+    dirs: dict[str, set[str]] = {}
+    newest: dict[str, datetime] = {}
+    dates: dict[str, date] = {}
     for obj in list_keys(client, bucket, prefix):
-        d = layout.parse_dated_dir(obj["Key"], prefix)
-        if d is not None:
-            by_date.setdefault(d, []).append(obj["Key"])
-    incomplete = sorted(
-        d for d, keys in by_date.items() if not any(k.endswith(complete_marker) for k in keys)
-    )
-    for d in incomplete:
-        log.warning("Retention: %s%s/ has no %s (incomplete backup); left alone", prefix, d, complete_marker)
-        del by_date[d]
-    return by_date
+        key = obj["Key"]
+        day = layout.parse_dated_dir(key, prefix)
+        if day is None:
+            continue
+        # Keys of the layout before backup ids (``<date>/...``) form one backup per date.
+        unit = layout.backup_dir(key, prefix) or f"{prefix}{day.isoformat()}/"
+        dirs.setdefault(unit, set()).add(key)
+        dates[unit] = day
+        modified = obj.get("LastModified")
+        if modified is not None and (unit not in newest or modified > newest[unit]):
+            newest[unit] = modified
+    series = Series()
+    for unit, keys in dirs.items():
+        if unit + complete_marker in keys:
+            series.complete.setdefault(dates[unit], {})[unit] = keys
+        else:
+            series.orphans[unit] = keys
+            series.orphan_newest[unit] = newest.get(unit, datetime.now(UTC))
+    return series
+
+
+def dated_backups(client: Any, bucket: str, prefix: str, complete_marker: str) -> dict[date, list[str]]:
+    """``{date: [keys]}`` of the complete backups under ``prefix``."""
+    series = scan_series(client, bucket, prefix, complete_marker)
+    return {d: sorted(k for keys in units.values() for k in keys) for d, units in series.complete.items()}
 
 
 def apply_retention(
@@ -116,39 +164,111 @@ def apply_retention(
     newest_verified: date | None = None,
     require_verified: bool = False,
     dry_run: bool = True,
-    complete_marker: str = "manifest.json",
+    complete_marker: str = layout.MANIFEST,
+    max_delete_fraction: float = 1.0,
+    protection: BucketProtection | None = None,
 ) -> dict[str, Any]:
-    """Apply :func:`select_retention` to the dated series under ``prefix``; returns a report."""
-    backups = dated_backups(client, bucket, prefix, complete_marker)
-    plan = select_retention(backups, policy, newest_verified, require_verified)
-    deleted_keys: list[str] = []
+    """Apply :func:`select_retention` to the series under ``prefix``; returns a report.
+
+    ``protection`` (:func:`~mlops.backups.s3.bucket_protection`) decides how deletion
+    is done on a versioned or Object Lock bucket; the report lists every version that
+    Object Lock keeps (``locked``) and, in a dry run, what would be deleted.
+    """
+    protection = protection or BucketProtection()
+    series = scan_series(client, bucket, prefix, complete_marker)
+    plan = select_retention(series.complete, policy, newest_verified, require_verified)
+    groups: dict[str, set[str]] = {}
     for d in plan.delete:
-        for key in sorted(backups[d]):
-            log.info(
-                "Retention %s s3://%s/%s (%s, outside %s)",
-                "would delete" if dry_run else "deleting",
-                bucket,
-                key,
-                d,
-                policy,
-            )
-            deleted_keys.append(key)
-    if deleted_keys and not dry_run:
-        delete_keys(client, bucket, deleted_keys)
+        for unit, keys in sorted(series.complete[d].items()):
+            groups[unit] = keys
+            for key in sorted(keys):
+                log.info(
+                    "Retention %s s3://%s/%s (%s, outside %s)",
+                    "would delete" if dry_run else "deleting",
+                    bucket,
+                    key,
+                    d,
+                    policy,
+                )
+    total = len(series.complete)
+    if plan.delete and len(plan.delete) > max_delete_fraction * total:
+        raise RetentionCapExceeded(
+            f"retention of s3://{bucket}/{prefix} would delete {len(plan.delete)} of {total} backup dates "
+            f"({len(plan.delete) / total:.0%}), over the cap of {max_delete_fraction:.0%} "
+            "(MLOPS_BACKUP_RETENTION_MAX_DELETE_FRACTION); nothing was deleted. Check the policy "
+            "(MLOPS_BACKUP_KEEP_*) and the dates in the bucket."
+        )
+    deletion = delete_protected(client, bucket, groups, protection, dry_run=dry_run)
+    for locked in deletion.locked:
+        log.warning(
+            "Retention %s s3://%s/%s version %s: Object Lock (%s)",
+            "would skip" if dry_run else "skipped",
+            bucket,
+            locked["key"],
+            locked["version_id"],
+            locked["why"],
+        )
     report = {
         "prefix": prefix,
         "dry_run": dry_run,
+        "bucket": protection.describe(),
         "kept": {d.isoformat(): why for d, why in plan.keep.items()},
         "deleted": [d.isoformat() for d in plan.delete],
-        "deleted_objects": len(deleted_keys),
+        "deleted_objects": len(deletion.deleted),
+        "locked": deletion.locked,
     }
     log.info(
-        "Retention of s3://%s/%s: kept %d, %s %d backups (%d objects)",
+        "Retention of s3://%s/%s (%s bucket): kept %d, %s %d backup dates (%d objects/versions), "
+        "%d versions under Object Lock left alone",
         bucket,
         prefix,
+        protection.describe(),
         len(plan.keep),
         "would delete" if dry_run else "deleted",
         len(plan.delete),
-        len(deleted_keys),
+        len(deletion.deleted),
+        len(deletion.locked),
     )
     return report
+
+
+def sweep_orphans(
+    client: Any,
+    bucket: str,
+    prefix: str,
+    *,
+    min_age: timedelta = timedelta(days=1),
+    dry_run: bool = True,
+    protection: BucketProtection | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Remove backup directories under ``prefix`` that have no manifest and are older than ``min_age``.
+
+    Younger ones may belong to a backup still running and are only reported.
+    """
+    protection = protection or BucketProtection()
+    now = now or datetime.now(UTC)
+    series = scan_series(client, bucket, prefix)
+    old = {u: k for u, k in series.orphans.items() if now - series.orphan_newest[u] >= min_age}
+    young = sorted(set(series.orphans) - set(old))
+    for unit, keys in sorted(old.items()):
+        log.warning(
+            "Orphan sweep %s s3://%s/%s: %d object(s) without a manifest (a run killed after its upload): %s",
+            "would remove" if dry_run else "removing",
+            bucket,
+            unit,
+            len(keys),
+            sorted(keys),
+        )
+    for unit in young:
+        log.info(
+            "Orphan sweep: s3://%s/%s has no manifest yet but is younger than %s; left", bucket, unit, min_age
+        )
+    deletion = delete_protected(client, bucket, old, protection, dry_run=dry_run)
+    return {
+        "prefix": prefix,
+        "dry_run": dry_run,
+        "orphans_removed": sorted(old),
+        "orphans_too_young": young,
+        "locked": deletion.locked,
+    }

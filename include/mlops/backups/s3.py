@@ -97,10 +97,64 @@ def abort_pending_uploads(client: Any, bucket: str, key: str) -> int:
 
 
 def put_json(client: Any, bucket: str, key: str, body: bytes, encryption: Encryption) -> None:
-    """Write a small JSON object with the configured encryption."""
+    """Write (or replace) a small JSON object of the sync's own state, with the configured encryption."""
     client.put_object(
         Bucket=bucket, Key=key, Body=body, ContentType="application/json", **encryption.extra_args()
     )
+
+
+def put_new(
+    client: Any,
+    bucket: str,
+    key: str,
+    body: bytes,
+    encryption: Encryption,
+    content_type: str = "application/json",
+) -> dict[str, Any]:
+    """Write a new object; ``If-None-Match: *`` makes S3 refuse to replace an existing one
+    (:class:`~mlops.backups.upload.ObjectExists`). Returns PutObject's answer (ETag, VersionId)."""
+    from mlops.backups.upload import _conditional
+
+    return _conditional(
+        key,
+        lambda: client.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=body,
+            ContentType=content_type,
+            IfNoneMatch="*",
+            **encryption.extra_args(),
+        ),
+    )
+
+
+def put_replacing(
+    client: Any, bucket: str, key: str, body: bytes, encryption: Encryption, etag: str | None
+) -> dict[str, Any]:
+    """Replace ``key`` only if it still has ``etag`` (``If-Match``), or create it only if it does
+    not exist yet (``etag`` None): two writers can never silently undo each other."""
+    condition = {"IfMatch": f'"{etag}"'} if etag else {"IfNoneMatch": "*"}
+    return client.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=body,
+        ContentType="application/json",
+        **condition,
+        **encryption.extra_args(),
+    )
+
+
+def get_json_and_etag(client: Any, bucket: str, key: str) -> tuple[bytes | None, str | None]:
+    """The body and ETag of ``key``, or (None, None) when it does not exist."""
+    from botocore.exceptions import ClientError
+
+    try:
+        obj = client.get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+            return None, None
+        raise
+    return obj["Body"].read(), obj["ETag"].strip('"')
 
 
 def get_json_or_none(client: Any, bucket: str, key: str) -> bytes | None:
@@ -113,6 +167,94 @@ def get_json_or_none(client: Any, bucket: str, key: str) -> bytes | None:
         if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
             return None
         raise
+
+
+@dataclass(frozen=True)
+class BucketProtection:
+    """What the bucket does with deletions: versioning keeps old versions, Object Lock refuses them."""
+
+    versioning: bool = False
+    object_lock: bool = False
+    default_lock_mode: str = ""  # GOVERNANCE | COMPLIANCE | "" (no default retention)
+
+    def describe(self) -> str:
+        if self.object_lock:
+            return f"versioned, Object Lock ({self.default_lock_mode or 'no default retention'})"
+        return "versioned" if self.versioning else "unversioned"
+
+
+def bucket_protection(client: Any, bucket: str) -> BucketProtection:
+    """Detect versioning and Object Lock on ``bucket``."""
+    from botocore.exceptions import ClientError
+
+    versioning = client.get_bucket_versioning(Bucket=bucket).get("Status") == "Enabled"
+    try:
+        conf = client.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ObjectLockConfigurationNotFoundError":
+            return BucketProtection(versioning=versioning)
+        raise
+    locked = conf.get("ObjectLockEnabled") == "Enabled"
+    mode = ((conf.get("Rule") or {}).get("DefaultRetention") or {}).get("Mode", "")
+    return BucketProtection(versioning=versioning or locked, object_lock=locked, default_lock_mode=mode)
+
+
+LIFECYCLE_ABORT_RULE = "mlops-abort-incomplete-multipart-uploads"
+LIFECYCLE_NONCURRENT_RULE = "mlops-expire-noncurrent-versions"
+
+
+def lifecycle_rules(abort_after_days: int, noncurrent_days: int | None) -> list[dict[str, Any]]:
+    """The lifecycle rules the backups own: abort multipart uploads left open (a worker killed by
+    SIGKILL or OOM cannot), and on a versioned bucket expire noncurrent versions."""
+    rules: list[dict[str, Any]] = [
+        {
+            "ID": LIFECYCLE_ABORT_RULE,
+            "Status": "Enabled",
+            "Filter": {"Prefix": ""},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": abort_after_days},
+        }
+    ]
+    if noncurrent_days:
+        rules.append(
+            {
+                "ID": LIFECYCLE_NONCURRENT_RULE,
+                "Status": "Enabled",
+                "Filter": {"Prefix": ""},
+                "NoncurrentVersionExpiration": {"NoncurrentDays": noncurrent_days},
+            }
+        )
+    return rules
+
+
+def ensure_lifecycle(
+    client: Any, bucket: str, *, abort_after_days: int = 1, noncurrent_days: int | None = None
+) -> bool:
+    """Make the bucket's lifecycle hold our rules (by ID), keeping every other rule; True if changed.
+
+    Idempotent: when the rules are already there nothing is written.
+    """
+    from botocore.exceptions import ClientError
+
+    try:
+        current = client.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", [])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NoSuchLifecycleConfiguration":
+            raise
+        current = []
+    ours = lifecycle_rules(abort_after_days, noncurrent_days)
+    owned = {LIFECYCLE_ABORT_RULE, LIFECYCLE_NONCURRENT_RULE}
+    wanted = [r for r in current if r.get("ID") not in owned] + ours
+    if _normalised(wanted) == _normalised(current):
+        return False
+    client.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": wanted})
+    log.info("Lifecycle of s3://%s now holds %s", bucket, [r["ID"] for r in ours])
+    return True
+
+
+def _normalised(rules: list[dict[str, Any]]) -> list[str]:
+    import json
+
+    return sorted(json.dumps(r, sort_keys=True, default=str) for r in rules)
 
 
 def list_keys(client: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
@@ -132,3 +274,84 @@ def delete_keys(client: Any, bucket: str, keys: list[str]) -> None:
         )
         if resp.get("Errors"):
             raise RuntimeError(f"S3 refused to delete {len(resp['Errors'])} object(s): {resp['Errors'][:3]}")
+
+
+@dataclass
+class Deletion:
+    """What a protected deletion removed, and what Object Lock kept (key, version, why)."""
+
+    deleted: list[str]
+    locked: list[dict[str, str]]
+
+
+def _lock_of(client: Any, bucket: str, key: str, version_id: str) -> str:
+    """Why this version cannot be deleted now ("" when it can): retention date or legal hold."""
+    from datetime import UTC, datetime
+
+    head = client.head_object(Bucket=bucket, Key=key, VersionId=version_id)
+    if head.get("ObjectLockLegalHoldStatus") == "ON":
+        return "legal hold"
+    until = head.get("ObjectLockRetainUntilDate")
+    if until is not None and until > datetime.now(UTC):
+        return f"{head.get('ObjectLockMode', 'locked')} until {until.isoformat()}"
+    return ""
+
+
+def delete_protected(
+    client: Any, bucket: str, groups: dict[str, set[str]], protection: BucketProtection, *, dry_run: bool
+) -> Deletion:
+    """Delete the keys of ``groups`` (``{directory prefix: {keys under it}}``), freeing the space.
+
+    Unversioned: plain deletions. Versioned: every version and delete marker of those
+    keys is deleted by VersionId (a plain delete only adds a delete marker and frees
+    nothing). Object Lock: a version under retention or legal hold is never attempted;
+    it is reported in ``locked`` (the dry run reports the same). Governance is never
+    bypassed.
+    """
+    out = Deletion([], [])
+    if not protection.versioning:
+        keys = sorted(k for ks in groups.values() for k in ks)
+        if not dry_run:
+            delete_keys(client, bucket, keys)
+        out.deleted = keys
+        return out
+    batch: list[dict[str, str]] = []
+    for prefix, keys in groups.items():
+        for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+            entries = [(v, False) for v in page.get("Versions", [])]
+            entries += [(m, True) for m in page.get("DeleteMarkers", [])]
+            for entry, is_marker in entries:
+                key, version = entry["Key"], entry["VersionId"]
+                if key not in keys:
+                    continue
+                why = (
+                    "" if is_marker or not protection.object_lock else _lock_of(client, bucket, key, version)
+                )
+                if why:
+                    out.locked.append({"key": key, "version_id": version, "why": why})
+                    continue
+                batch.append({"Key": key, "VersionId": version})
+                out.deleted.append(f"{key}?versionId={version}")
+    if not dry_run:
+        for i in range(0, len(batch), 1000):
+            resp = client.delete_objects(
+                Bucket=bucket, Delete={"Objects": batch[i : i + 1000], "Quiet": True}
+            )
+            if resp.get("Errors"):
+                raise RuntimeError(
+                    f"S3 refused to delete {len(resp['Errors'])} version(s): {resp['Errors'][:3]}"
+                )
+    return out
+
+
+def delete_written(client: Any, bucket: str, key: str, version_id: str | None) -> None:
+    """Remove an object this run wrote (its own version on a versioned bucket); logs, never raises."""
+    try:
+        if version_id:
+            client.delete_object(Bucket=bucket, Key=key, VersionId=version_id)
+        else:
+            client.delete_object(Bucket=bucket, Key=key)
+    except Exception:
+        log.exception(
+            "Could not delete s3://%s/%s written by this failed run; the orphan sweep reports it", bucket, key
+        )

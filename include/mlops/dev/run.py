@@ -248,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         "AWS_ACCESS_KEY_ID": "mlops-dev",
         "AWS_SECRET_ACCESS_KEY": "mlops-dev-secret",
         "AWS_DEFAULT_REGION": "us-east-1",
+        # One local Postgres on a laptop: restore tests knowingly run on it (no scratch server).
+        "MLOPS_BACKUP_VERIFY_ON_SOURCE": os.environ.get("MLOPS_BACKUP_VERIFY_ON_SOURCE", "true"),
     }
     if sim is not None:
         env.update(

@@ -81,6 +81,7 @@ class RecordedRequest:
     content_type: str
     body: Any
     status: int | None = None
+    accept: str = ""  # the Accept header (e.g. the metadata-only list form)
 
 
 class RequestLog:

@@ -108,12 +108,25 @@ RESOURCES: list[Resource] = [
     # answers AllowUnconditionalUpdate() false: a PUT must carry the resourceVersion it read.
     _r("coordination.k8s.io", "leases", "Lease", unconditional_update=False),
     _r("scheduling.k8s.io", "priorityclasses", "PriorityClass", namespaced=False, short_names=("pc",)),
+    # Stored and served only (no controller acts on them): what the backup export reads.
+    _r("apps", "statefulsets", "StatefulSet", short_names=("sts",), subresources=("status", "scale")),
+    _r("batch", "cronjobs", "CronJob", short_names=("cj",), subresources=("status",)),
+    _r("", "persistentvolumeclaims", "PersistentVolumeClaim", short_names=("pvc",), subresources=("status",)),
 ]
 
 _BY_NAME: dict[str, Resource] = {}
 for _res in RESOURCES:
     for _alias in (_res.kind, _res.plural, _res.kind.lower(), _res.key, *_res.short_names):
         _BY_NAME.setdefault(_alias.lower(), _res)
+
+
+def register_resource(res: Resource) -> Resource:
+    """Serve a custom resource (as an installed CustomResourceDefinition would), for the session."""
+    if resource_at(res.group, res.version, res.plural) is None:
+        RESOURCES.append(res)
+        for alias in (res.kind, res.plural, res.kind.lower(), res.key, *res.short_names):
+            _BY_NAME.setdefault(alias.lower(), res)
+    return res
 
 
 def resource_for(kind: str) -> Resource:

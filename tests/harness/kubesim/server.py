@@ -16,6 +16,7 @@ from .controllers import is_active, is_ready
 from .defaults import encode_string_data
 from .errors import ApiError, bad_request, not_found, status_body
 from .faults import RecordedRequest
+from .metadata import partial_metadata
 from .patching import PATCH_TYPES
 from .resources import Resource, api_group_list, api_resource_list, group_versions, resource_at, resource_for
 from .selectors import parse_field_selector, parse_label_selector, selector_from_spec
@@ -97,6 +98,7 @@ class ApiServer:
             dict(request.query),
             request.content_type,
             _parse_body(raw, request.content_type),
+            accept=request.headers.get("Accept", ""),
         )
         self.sim.request_log.append(record)
         fault = self.sim.faults.take(request.method, request.path)
@@ -216,10 +218,13 @@ class ApiServer:
     def _table_or(
         self, request: web.Request, res: Resource, items: list[dict], rv: str, plain: dict
     ) -> web.Response:
-        if "as=Table" in request.headers.get("Accept", ""):
+        accept = request.headers.get("Accept", "")
+        if "as=Table" in accept:
             return _json(
                 to_table(res, items, rv, request.query.get("includeObject", "PartialObjectMetadata"))
             )
+        if "as=PartialObjectMetadata" in accept:
+            return _json(partial_metadata(plain, items, rv, accept))
         return _json(plain)
 
     async def _list(self, request: web.Request, res: Resource, namespace: str | None) -> web.StreamResponse:

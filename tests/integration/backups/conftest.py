@@ -40,3 +40,43 @@ def seeded_db(pg_cluster, pg_conn) -> str:
         db,
     )
     return db
+
+
+@pytest.fixture(scope="session")
+def pg_scratch_cluster(session_dir):
+    """A second Postgres server: the scratch server that restore tests run on (never the source)."""
+    from tests.harness.postgres import PostgresCluster
+
+    cluster = PostgresCluster(session_dir / "pg-scratch").start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def verify_conn(monkeypatch, pg_scratch_cluster) -> str:
+    """``MLOPS_BACKUP_VERIFY_CONN_ID`` names a connection to the scratch server; returns its id."""
+    import json
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BACKUP_SCRATCH",
+        json.dumps(
+            {
+                "conn_type": "postgres",
+                "host": pg_scratch_cluster.host,
+                "port": pg_scratch_cluster.port,
+                "login": pg_scratch_cluster.user,
+                "schema": "postgres",
+            }
+        ),
+    )
+    monkeypatch.setenv("MLOPS_BACKUP_VERIFY_CONN_ID", "backup_scratch")
+    return "backup_scratch"
+
+
+@pytest.fixture
+def scratch(pg_scratch_cluster):
+    """The scratch server as the backups reach it."""
+    from mlops.backups.postgres import PgTarget
+
+    c = pg_scratch_cluster
+    return PgTarget(host=c.host, port=c.port, user=c.user, dbname="postgres")

@@ -145,20 +145,70 @@ def test_copies_carry_the_backup_encryption(buckets, s3_client):
     assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", "alias/backups")
 
 
-def test_delete_removes_copies_whose_source_is_gone(buckets, s3_client):
+def _retired(s3_client, dst) -> dict[str, bytes]:
+    listed = s3_client.list_objects_v2(Bucket=dst, Prefix="artifacts-retired/").get("Contents", [])
+    return {o["Key"]: s3_client.get_object(Bucket=dst, Key=o["Key"])["Body"].read() for o in listed}
+
+
+def test_a_copy_whose_source_was_deleted_is_kept_for_the_grace_period_then_expired(buckets, s3_client):
+    from datetime import date, timedelta
+
     src, dst = buckets
     client = _client()
     _sync(client, src, dst)
     s3_client.delete_object(Bucket=src, Key="models/m3/v3/model.bin")
 
     kept = _sync(client, src, dst)  # deletion is optional: off by default
-    report = _sync(client, src, dst, delete=True, max_delete_fraction=0.1)
+    report = _sync(client, src, dst, delete=True, max_delete_fraction=0.1, grace_days=30)
 
-    assert (kept.deleted, report.deleted, report.copied, report.skipped) == (0, 1, 0, 20)
+    assert (kept.deleted, report.deleted, report.retired, report.copied, report.skipped) == (0, 1, 1, 0, 20)
     assert "artifacts/models/m3/v3/model.bin" not in _backup_keys(s3_client, dst)
+    ((key, body),) = _retired(s3_client, dst).items()
+    assert key.endswith("/models/m3/v3/model.bin") and body == b"weights-3" * 50
+    today = date.fromisoformat(key.split("/")[1])
+
+    still = _sync(client, src, dst, grace_days=30, today=today + timedelta(days=30))
+    assert still.expired == 0 and len(_retired(s3_client, dst)) == 1
+    gone = _sync(client, src, dst, grace_days=30, today=today + timedelta(days=31))
+    assert gone.expired == 1 and _retired(s3_client, dst) == {}
 
 
-def test_delete_cap_refuses_a_mass_deletion_and_changes_nothing(buckets, s3_client):
+def test_an_overwritten_artifact_keeps_its_previous_backup_copy(buckets, s3_client):
+    src, dst = buckets
+    client = _client()
+    _sync(client, src, dst)
+    s3_client.put_object(Bucket=src, Key="models/m1/v5/model.bin", Body=b"a bad overwrite")
+
+    report = _sync(client, src, dst)
+
+    assert (report.copied, report.retired) == (1, 1)
+    assert s3_client.get_object(Bucket=dst, Key="artifacts/models/m1/v5/model.bin")["Body"].read() == (
+        b"a bad overwrite"
+    )
+    assert list(_retired(s3_client, dst).values()) == [b"weights-5" * 50]
+
+
+def test_on_a_versioned_backup_bucket_the_previous_copy_stays_as_a_noncurrent_version(buckets, s3_client):
+    from mlops.backups.s3 import bucket_protection
+
+    src, dst = buckets
+    s3_client.put_bucket_versioning(Bucket=dst, VersioningConfiguration={"Status": "Enabled"})
+    client = _client()
+    _sync(client, src, dst)
+    s3_client.put_object(Bucket=src, Key="models/m1/v5/model.bin", Body=b"a bad overwrite")
+    s3_client.delete_object(Bucket=src, Key="models/m3/v3/model.bin")
+
+    report = _sync(client, src, dst, delete=True, protection=bucket_protection(client, dst))
+
+    assert (report.copied, report.deleted, report.retired) == (1, 1, 0) and _retired(s3_client, dst) == {}
+    versions = s3_client.list_object_versions(Bucket=dst, Prefix="artifacts/models/m")
+    old = {v["Key"] for v in versions["Versions"] if not v["IsLatest"]}
+    assert old == {"artifacts/models/m1/v5/model.bin", "artifacts/models/m3/v3/model.bin"}
+
+
+def test_a_hit_delete_cap_stops_the_deletions_and_alerts_but_new_artifacts_are_still_copied(
+    buckets, s3_client
+):
     src, dst = buckets
     client = _client()
     _sync(client, src, dst)
@@ -170,8 +220,8 @@ def test_delete_cap_refuses_a_mass_deletion_and_changes_nothing(buckets, s3_clie
         DeleteCapExceeded, match=r"refusing to delete 10 of 21 backup copies \(48%\).*cap is 10%"
     ):
         _sync(client, src, dst, delete=True, max_delete_fraction=0.1)
-    assert len(_backup_keys(s3_client, dst)) == 21
-    assert "artifacts/models/new/v1/model.bin" not in _backup_keys(s3_client, dst)
+    assert len(_backup_keys(s3_client, dst)) == 22  # nothing removed...
+    assert "artifacts/models/new/v1/model.bin" in _backup_keys(s3_client, dst)  # ...and the new one copied
 
 
 def test_dry_run_reports_counts_and_writes_nothing(buckets, s3_client):

@@ -6,12 +6,22 @@ import json
 import uuid
 
 import pendulum
+import requests
 
 from tests.conftest import REPO_ROOT
 
 
 def test_nightly_run_backs_up_verifies_syncs_exports_and_reports(
-    airflow_db, seeded_db, backup_bucket, pg_bin, s3_client, alert_conns, kube_conn, monkeypatch
+    airflow_db,
+    seeded_db,
+    backup_bucket,
+    pg_bin,
+    s3_client,
+    alert_conns,
+    kube_conn,
+    verify_conn,
+    pushgateway,
+    monkeypatch,
 ):
     slack, pagerduty = alert_conns
     artifacts = f"art-{uuid.uuid4().hex[:10]}"
@@ -19,6 +29,7 @@ def test_nightly_run_backs_up_verifies_syncs_exports_and_reports(
     for i in range(5):
         s3_client.put_object(Bucket=artifacts, Key=f"models/churn/v{i}/model.bin", Body=f"w{i}".encode())
     monkeypatch.setenv("MLOPS_ARTIFACTS_BUCKET", artifacts)
+    monkeypatch.setenv("MLOPS_PUSHGATEWAY_URL", pushgateway)
     import kubernetes.client as k8s
 
     from mlops.backups.kube_export import api_client_from_connection
@@ -38,16 +49,30 @@ def test_nightly_run_backs_up_verifies_syncs_exports_and_reports(
     assert run.state == "success", states
     keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=backup_bucket).get("Contents", [])}
     db = seeded_db
-    assert {f"postgres/{db}/2026-03-01/{db}.dump", f"postgres/{db}/2026-03-01/manifest.json",
-            "_markers/last_verified.json", f"_markers/postgres/{db}/last_verified.json",
-            f"kubernetes/2026-03-01/{kube_conn}/ConfigMap/serving-config.yaml",
-            "kubernetes/2026-03-01/manifest.json"} <= keys  # fmt: skip
-    assert {f"artifacts/models/churn/v{i}/model.bin" for i in range(5)} <= keys
     marker = json.loads(
-        s3_client.get_object(Bucket=backup_bucket, Key="_markers/last_verified.json")["Body"].read()
+        s3_client.get_object(Bucket=backup_bucket, Key=f"_markers/postgres/{db}/last_verified.json")[
+            "Body"
+        ].read()
     )
-    assert (marker["database"], marker["backup_logical_date"]) == (db, "2026-03-01")
+    bid = marker["backup_id"]
+    assert {f"postgres/{db}/2026-03-01/{bid}/{db}.dump", f"postgres/{db}/2026-03-01/{bid}/manifest.json",
+            "_markers/globals/last_verified.json"} <= keys  # fmt: skip
+    assert any(k.startswith("globals/2026-03-01/") and k.endswith("/globals.sql") for k in keys)
+    assert any(k.endswith(f"/{kube_conn}/ConfigMap/serving-config.yaml") for k in keys)
+    assert {f"artifacts/models/churn/v{i}/model.bin" for i in range(5)} <= keys
+    assert (marker["database"], marker["backup_logical_date"], marker["grants_checked"]) == (
+        db,
+        "2026-03-01",
+        True,
+    )
     assert marker["tables"]["public.models"] == 250
+    rules = s3_client.get_bucket_lifecycle_configuration(Bucket=backup_bucket)["Rules"]
+    assert [r["AbortIncompleteMultipartUpload"] for r in rules] == [{"DaysAfterInitiation": 1}]
+    pushed = requests.get(f"{pushgateway}/metrics", timeout=5).text
+    assert (
+        f'mlops_backup_last_verified_timestamp_seconds{{database="{db}",instance="",job="mlops_backups"}}'
+        in pushed
+    )
 
     texts = [b.get("text", "") for b in slack.bodies()]
     assert any(t.startswith(f"Backup verified: {db} (2026-03-01)") for t in texts), texts

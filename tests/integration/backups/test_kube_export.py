@@ -59,6 +59,31 @@ def _objects(ns: str) -> list[dict]:
          "metadata": {"name": "reader", "namespace": ns},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
          "subjects": [{"kind": "ServiceAccount", "name": "model-server", "namespace": ns}]},
+        # The kinds and names the export used to miss or choke on (issue 14, item 9).
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": "airflow:pod-launcher", "namespace": ns},
+         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get", "delete"]}]},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": "model-server-headless", "namespace": ns},
+         "spec": {"clusterIP": "None", "selector": {"app": "model-server"},
+                  "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}},
+        {"apiVersion": "apps/v1", "kind": "StatefulSet",
+         "metadata": {"name": "feature-cache", "namespace": ns},
+         "spec": {"serviceName": "model-server-headless", "replicas": 1,
+                  "selector": {"matchLabels": {"app": "feature-cache"}},
+                  "template": {"metadata": {"labels": {"app": "feature-cache"}},
+                               "spec": {"containers": [{"name": "cache", "image": "redis:7"}]}}}},
+        {"apiVersion": "batch/v1", "kind": "CronJob",
+         "metadata": {"name": "drift-report", "namespace": ns},
+         "spec": {"schedule": "0 6 * * *",
+                  "jobTemplate": {"spec": {"template": {"spec": {
+                      "restartPolicy": "Never", "containers": [{"name": "report", "image": "report:1"}]}}}}}},
+        {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+         "metadata": {"name": "model-server", "namespace": ns},
+         "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "model-server"}}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+         "metadata": {"name": "feature-cache-data", "namespace": ns},
+         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}},
     ]  # fmt: skip
 
 
@@ -82,8 +107,8 @@ def _create_all(api_client, ns: str) -> None:
     k8s.CoreV1Api(api_client).create_namespaced_config_map(ns, owned)
 
 
-def _download(s3, bucket: str, day: date) -> dict[str, str]:
-    prefix = f"kubernetes/{day.isoformat()}/"
+def _download(s3, bucket: str, day: date, backup_id: str) -> dict[str, str]:
+    prefix = f"kubernetes/{day.isoformat()}/{backup_id}/"
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
     return {k[len(prefix) :]: s3.get_object(Bucket=bucket, Key=k)["Body"].read().decode() for k in keys}
 
@@ -99,7 +124,7 @@ def test_export_is_clean_yaml_that_reapplies_to_the_same_objects(
 
     manifest = export_kubernetes(api_client, s3, bucket=s3_bucket, logical_date=DAY, namespaces=[ns])
 
-    files = _download(s3, s3_bucket, DAY)
+    files = _download(s3, s3_bucket, DAY, manifest["backup_id"])
     yaml_files = {k: v for k, v in files.items() if k.endswith(".yaml")}
     assert sorted(yaml_files) == sorted(
         f"{ns}/{o['kind']}/{o['metadata']['name']}.yaml" for o in _objects(ns)
@@ -112,11 +137,13 @@ def test_export_is_clean_yaml_that_reapplies_to_the_same_objects(
         assert "ownerReferences" not in obj["metadata"]
     service = yaml.safe_load(yaml_files[f"{ns}/Service/model-server.yaml"])
     assert "clusterIP" not in service["spec"] and "clusterIPs" not in service["spec"]
-    # Secrets: by name only, nowhere a value.
-    assert json.loads(files["manifest.json"])["secrets_by_name_only"] == {
-        ns: [{"name": "registry-token", "type": "Opaque"}]
-    }
+    headless = yaml.safe_load(yaml_files[f"{ns}/Service/model-server-headless.yaml"])
+    assert headless["spec"]["clusterIP"] == "None"  # without it, it would come back as a normal Service
+    # Secrets: by name only, nowhere a value; and their data was never even sent to the export.
+    assert json.loads(files["manifest.json"])["secrets_by_name_only"] == {ns: [{"name": "registry-token"}]}
     assert not any("s3cr3t" in text or "Secret/" in key for key, text in files.items())
+    secret_lists = kube.requests_matching("GET", rf"/api/v1/namespaces/{ns}/secrets$")
+    assert secret_lists and all("as=PartialObjectMetadataList" in r.accept for r in secret_lists)
     assert f"{ns}/ConfigMap/made-by-operator" in manifest["skipped_cluster_made"]
 
     # Wipe the namespace's exported objects, then re-apply the files as they are.
@@ -130,8 +157,8 @@ def test_export_is_clean_yaml_that_reapplies_to_the_same_objects(
         path.write_text(text)
     _kubectl_apply(restore_dir, kube.kubeconfig)
 
-    export_kubernetes(api_client, s3, bucket=s3_bucket, logical_date=NEXT_DAY, namespaces=[ns])
-    again = _download(s3, s3_bucket, NEXT_DAY)
+    second = export_kubernetes(api_client, s3, bucket=s3_bucket, logical_date=NEXT_DAY, namespaces=[ns])
+    again = _download(s3, s3_bucket, NEXT_DAY, second["backup_id"])
     reexported = {k: yaml.safe_load(v) for k, v in again.items() if k.endswith(".yaml")}
     assert reexported == {k: yaml.safe_load(v) for k, v in yaml_files.items()}
 
@@ -147,17 +174,70 @@ def _kubectl_apply(directory, kubeconfig: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_rerun_of_the_same_date_drops_files_of_deleted_objects(kube_conn, kube, s3_conn, s3_bucket):
+def test_a_rerun_of_the_same_date_writes_a_new_export_and_keeps_the_first(
+    kube_conn, kube, s3_conn, s3_bucket
+):
     ns = kube_conn
     settings = get_settings()
     api_client = api_client_from_connection(settings.kubernetes_conn_id)
     s3 = s3_client(settings)
     _create_all(api_client, ns)
-    export_kubernetes(api_client, s3, bucket=s3_bucket, logical_date=DAY, namespaces=[ns])
+    first = export_kubernetes(api_client, s3, bucket=s3_bucket, logical_date=DAY, namespaces=[ns])
     kube.delete("Ingress", ns, "model-server")
 
-    export_kubernetes(api_client, s3, bucket=s3_bucket, logical_date=DAY, namespaces=[ns])
+    second = export_kubernetes(api_client, s3, bucket=s3_bucket, logical_date=DAY, namespaces=[ns])
 
-    files = _download(s3, s3_bucket, DAY)
-    assert f"{ns}/Ingress/model-server.yaml" not in files
-    assert f"{ns}/Deployment/model-server-blue.yaml" in files
+    assert first["backup_id"] != second["backup_id"]
+    assert f"{ns}/Ingress/model-server.yaml" in _download(s3, s3_bucket, DAY, first["backup_id"])
+    assert f"{ns}/Ingress/model-server.yaml" not in _download(s3, s3_bucket, DAY, second["backup_id"])
+
+
+def test_configured_custom_resources_are_exported(kube_conn, kube, s3_conn, s3_bucket, monkeypatch):
+    from tests.harness.kubesim.resources import Resource, register_resource
+
+    register_resource(Resource("serving.example.com", "v1", "modelendpoints", "ModelEndpoint"))
+    ns = kube_conn
+    endpoint = {"apiVersion": "serving.example.com/v1", "kind": "ModelEndpoint",
+                "metadata": {"name": "churn", "namespace": ns},
+                "spec": {"model": "churn", "version": "v7"}}  # fmt: skip
+    kube.create(endpoint)
+    settings = get_settings()
+    manifest = export_kubernetes(
+        api_client_from_connection(settings.kubernetes_conn_id),
+        s3_client(settings),
+        bucket=s3_bucket,
+        logical_date=DAY,
+        namespaces=[ns],
+        custom_resources="serving.example.com/v1/modelendpoints",
+    )
+    files = _download(s3_client(settings), s3_bucket, DAY, manifest["backup_id"])
+    exported = yaml.safe_load(files[f"{ns}/ModelEndpoint/churn.yaml"])
+    assert exported["apiVersion"] == "serving.example.com/v1" and exported["spec"]["version"] == "v7"
+
+
+def test_a_missing_permission_fails_naming_the_verb_and_resource(kube_conn, kube, s3_conn, s3_bucket):
+    import pytest
+
+    from mlops.backups.kube_export import ExportForbidden
+
+    ns = kube_conn
+    message = (
+        'statefulsets.apps is forbidden: User "system:serviceaccount:airflow:backups" '
+        f'cannot list resource "statefulsets" in API group "apps" in the namespace "{ns}"'
+    )
+    forbidden = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden",
+                 "code": 403, "message": message}  # fmt: skip
+    kube.faults.add("GET", rf"/namespaces/{ns}/statefulsets$", status=403, times=None, body=forbidden)
+    settings = get_settings()
+    try:
+        with pytest.raises(ExportForbidden, match=r"refused to list statefulsets \(apps/v1\) .*verb 'list'"):
+            export_kubernetes(
+                api_client_from_connection(settings.kubernetes_conn_id),
+                s3_client(settings),
+                bucket=s3_bucket,
+                logical_date=DAY,
+                namespaces=[ns],
+            )
+    finally:
+        kube.faults.clear()
+    assert s3_client(settings).list_objects_v2(Bucket=s3_bucket).get("KeyCount") == 0

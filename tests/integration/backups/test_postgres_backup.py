@@ -15,7 +15,6 @@ import psutil
 import psycopg
 import pytest
 
-from mlops.backups import layout
 from mlops.backups.manifest import BackupManifest
 from mlops.backups.postgres import (
     BackupError,
@@ -23,9 +22,10 @@ from mlops.backups.postgres import (
     PgDumpFailed,
     PgTarget,
     backup_database,
+    manifest_key_of,
 )
 from mlops.backups.s3 import Encryption, S3Unreachable, s3_client
-from mlops.backups.verify import VerificationFailed, read_marker, verify_backup, write_markers
+from mlops.backups.verify import VerificationFailed, read_marker, verify_backup, write_marker
 from mlops.settings import get_settings
 from tests.harness.postgres import PG_BIN
 
@@ -94,18 +94,18 @@ def test_round_trip_dump_upload_download_restore_keeps_every_row_count(
         run_id="manual__1",
     )
 
-    dump_key = f"postgres/{seeded_db}/2026-03-01/{seeded_db}.dump"
-    assert _keys(s3_client, backup_bucket) == [f"postgres/{seeded_db}/2026-03-01/manifest.json", dump_key]
+    prefix = f"postgres/{seeded_db}/2026-03-01/{manifest.backup_id}/"
+    dump_key = f"{prefix}{seeded_db}.dump"
+    assert _keys(s3_client, backup_bucket) == sorted([f"{prefix}{seeded_db}.dump", f"{prefix}manifest.json"])
     body = s3_client.get_object(Bucket=backup_bucket, Key=dump_key)
     data = body["Body"].read()
     assert data.startswith(b"PGDMP")  # custom format
-    assert body["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest() == manifest.sha256
+    assert hashlib.sha256(data).hexdigest() == manifest.sha256
+    assert body["ETag"].strip('"') == manifest.etag
     assert body["ServerSideEncryption"] == "AES256"  # the default: SSE-S3
 
     stored = BackupManifest.from_json(
-        s3_client.get_object(Bucket=backup_bucket, Key=f"postgres/{seeded_db}/2026-03-01/manifest.json")[
-            "Body"
-        ].read()
+        s3_client.get_object(Bucket=backup_bucket, Key=f"{prefix}manifest.json")["Body"].read()
     )
     assert stored.size_bytes == len(data)
     assert stored.row_counts() == EXPECTED_COUNTS
@@ -116,20 +116,18 @@ def test_round_trip_dump_upload_download_restore_keeps_every_row_count(
     assert stored.compression == "1" == _archive_compression(data)  # the default: gzip level 1
 
     result = verify_backup(
-        client,
-        backup_bucket,
-        layout.postgres_manifest_key(seeded_db, DAY),
-        _source(),
-        pg_bin_dir=settings.pg_bin,
+        client, backup_bucket, manifest_key_of(manifest), _source(), pg_bin_dir=settings.pg_bin
     )
     assert result.tables == EXPECTED_COUNTS
     assert _verify_databases(pg_cluster) == []  # the throwaway database was dropped
 
-    write_markers(client, backup_bucket, result, Encryption.from_settings(settings))
+    write_marker(client, backup_bucket, result, Encryption.from_settings(settings))
     marker = read_marker(client, backup_bucket, seeded_db)
-    assert marker == read_marker(client, backup_bucket)
-    assert {k: marker[k] for k in ("database", "key", "sha256", "backup_logical_date", "tables")} == {
+    assert {
+        k: marker[k] for k in ("database", "backup_id", "key", "sha256", "backup_logical_date", "tables")
+    } == {
         "database": seeded_db,
+        "backup_id": manifest.backup_id,
         "key": dump_key,
         "sha256": manifest.sha256,
         "backup_logical_date": "2026-03-01",
@@ -152,27 +150,6 @@ def s3_client_via(settings):
     return s3_client(settings)
 
 
-def test_rerun_of_the_same_logical_date_overwrites_instead_of_duplicating(
-    seeded_db, backup_bucket, pg_bin, pg_cluster, s3_client
-):
-    client = s3_client_via(get_settings())
-    first = backup_database(client, _source(), bucket=backup_bucket, logical_date=DAY, pg_bin_dir=pg_bin)
-    pg_cluster.execute("INSERT INTO models VALUES (999, 'late')", seeded_db)
-    second = backup_database(client, _source(), bucket=backup_bucket, logical_date=DAY, pg_bin_dir=pg_bin)
-
-    assert len(_keys(s3_client, backup_bucket)) == 2
-    assert first.key == second.key
-    assert (
-        json.loads(
-            s3_client.get_object(Bucket=backup_bucket, Key=layout.postgres_manifest_key(seeded_db, DAY))[
-                "Body"
-            ].read()
-        )["sha256"]
-        == second.sha256
-    )
-    assert second.row_counts()["public.models"] == 251
-
-
 def test_sse_kms_with_a_key_id_is_requested_for_the_dump_and_the_manifest(
     seeded_db, backup_bucket, pg_bin, s3_client, monkeypatch
 ):
@@ -188,7 +165,7 @@ def test_sse_kms_with_a_key_id_is_requested_for_the_dump_and_the_manifest(
         pg_bin_dir=pg_bin,
     )
 
-    for key in (manifest.key, layout.postgres_manifest_key(seeded_db, DAY)):
+    for key in (manifest.key, manifest_key_of(manifest)):
         head = s3_client.head_object(Bucket=backup_bucket, Key=key)
         assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", "alias/mlops-backups")
     assert manifest.sse.model_dump() == {"mode": "aws:kms", "kms_key_id": "alias/mlops-backups"}
@@ -368,12 +345,10 @@ def test_corrupted_object_fails_verification(seeded_db, backup_bucket, pg_bin, p
     obj = s3_client.get_object(Bucket=backup_bucket, Key=manifest.key)
     data = bytearray(obj["Body"].read())
     data[len(data) // 2] ^= 0xFF  # one flipped byte, same size
-    s3_client.put_object(Bucket=backup_bucket, Key=manifest.key, Body=bytes(data), Metadata=obj["Metadata"])
+    s3_client.put_object(Bucket=backup_bucket, Key=manifest.key, Body=bytes(data))  # bypasses the pipeline
 
     with pytest.raises(VerificationFailed) as err:
-        verify_backup(
-            client, backup_bucket, layout.postgres_manifest_key(seeded_db, DAY), _source(), pg_bin_dir=pg_bin
-        )
+        verify_backup(client, backup_bucket, manifest_key_of(manifest), _source(), pg_bin_dir=pg_bin)
     assert any(p.startswith("sha256 ") for p in err.value.problems)
     assert not any(p.startswith("size ") for p in err.value.problems)
     assert _verify_databases(pg_cluster) == []
@@ -384,14 +359,10 @@ def test_truncated_object_fails_verification(seeded_db, backup_bucket, pg_bin, p
     client, manifest = _backed_up(seeded_db, backup_bucket, pg_bin)
     obj = s3_client.get_object(Bucket=backup_bucket, Key=manifest.key)
     data = obj["Body"].read()
-    s3_client.put_object(
-        Bucket=backup_bucket, Key=manifest.key, Body=data[: len(data) * 2 // 3], Metadata=obj["Metadata"]
-    )
+    s3_client.put_object(Bucket=backup_bucket, Key=manifest.key, Body=data[: len(data) * 2 // 3])
 
     with pytest.raises(VerificationFailed) as err:
-        verify_backup(
-            client, backup_bucket, layout.postgres_manifest_key(seeded_db, DAY), _source(), pg_bin_dir=pg_bin
-        )
+        verify_backup(client, backup_bucket, manifest_key_of(manifest), _source(), pg_bin_dir=pg_bin)
     problems = " | ".join(err.value.problems)
     assert "truncated" in problems and "sha256" in problems and "pg_restore exited" in problems
     assert _verify_databases(pg_cluster) == []
@@ -405,16 +376,14 @@ def test_row_count_drift_between_manifest_and_restore_fails_verification(
     doctored["tables"][0]["rows"] += 1  # the manifest promises a row the dump does not hold
     s3_client.put_object(
         Bucket=backup_bucket,
-        Key=layout.postgres_manifest_key(seeded_db, DAY),
+        Key=manifest_key_of(manifest),
         Body=json.dumps(doctored).encode(),
     )
 
     with pytest.raises(
         VerificationFailed, match=r"table public.models: 250 rows restored, manifest says 251"
     ):
-        verify_backup(
-            client, backup_bucket, layout.postgres_manifest_key(seeded_db, DAY), _source(), pg_bin_dir=pg_bin
-        )
+        verify_backup(client, backup_bucket, manifest_key_of(manifest), _source(), pg_bin_dir=pg_bin)
 
 
 def test_dry_run_checks_the_database_and_bucket_and_writes_nothing(
@@ -425,7 +394,9 @@ def test_dry_run_checks_the_database_and_bucket_and_writes_nothing(
     plan = backup_postgres(seeded_db, DAY, "manual__dry", dry_run=True)
 
     assert plan["dry_run"] is True and plan["tables"] == 4 and plan["compression"] == "1"
-    assert plan["key"] == f"postgres/{seeded_db}/2026-03-01/{seeded_db}.dump"
+    assert plan["key"].startswith(f"postgres/{seeded_db}/2026-03-01/") and plan["key"].endswith(
+        f"/{seeded_db}.dump"
+    )
     assert _keys(s3_client, backup_bucket) == []
 
 
@@ -462,3 +433,81 @@ def test_a_compression_this_pg_dump_cannot_do_fails_naming_the_setting_and_write
         backup_postgres(seeded_db, DAY, "manual__zstd", dry_run=dry_run)
     assert _keys(s3_client, backup_bucket) == []
     assert _open_uploads(s3_client, backup_bucket) == []
+
+
+# -- parts that grow: a real upload crossing a part-size boundary ------------------------------------
+def test_a_real_upload_crosses_part_size_boundaries_and_restores(big_db, pg_cluster, s3_client, s3_bucket):
+    from mlops.backups.upload import PartSchedule
+
+    schedule = PartSchedule(base=5 * 1024 * 1024, band=2)  # 5, 5, 10, 10, 20 MiB...: a boundary every 2 parts
+    manifest = backup_database(
+        s3_client, big_db, bucket=s3_bucket, logical_date=DAY, pg_bin_dir=str(PG_BIN), part_size=schedule
+    )
+
+    parts = int(manifest.etag.rsplit("-", 1)[1])
+    assert parts == schedule.parts_for(manifest.size_bytes) >= 4  # at least one 10 MiB part after the 5s
+    sizes = [s3_client.head_object(Bucket=s3_bucket, Key=manifest.key, PartNumber=n)["ContentLength"]
+             for n in range(1, parts + 1)]  # fmt: skip
+    assert sizes[:4] == [schedule.size_of(n) for n in range(1, 5)] and sum(sizes) == manifest.size_bytes
+    data = s3_client.get_object(Bucket=s3_bucket, Key=manifest.key)["Body"].read()
+    assert hashlib.sha256(data).hexdigest() == manifest.sha256
+    restore = pg_cluster.create_database("restore")
+    subprocess.run(
+        [str(PG_BIN / "pg_restore"), "--no-owner", "-d", pg_cluster.dsn(restore)], input=data, check=True
+    )
+    with psycopg.connect(pg_cluster.dsn(restore)) as conn:
+        assert (
+            conn.execute("SELECT count(*) FROM blobs").fetchone()[0] == manifest.row_counts()["public.blobs"]
+        )
+
+
+# -- hardening ---------------------------------------------------------------------------------------
+def test_a_dump_that_cannot_get_its_locks_fails_after_the_lock_wait_timeout(
+    seeded_db, backup_bucket, pg_bin, pg_cluster, s3_client
+):
+    import threading
+
+    locked, release = threading.Event(), threading.Event()
+
+    def migration() -> None:  # holds an ACCESS EXCLUSIVE lock, as a long ALTER TABLE would
+        with psycopg.connect(pg_cluster.dsn(seeded_db)) as conn, conn.transaction():
+            conn.execute("LOCK TABLE models IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=migration)
+    thread.start()
+    try:
+        assert locked.wait(10)
+        started = time.monotonic()
+        # pg_dump turns --lock-wait-timeout into a statement timeout on its LOCK TABLE.
+        with pytest.raises(PgDumpFailed, match=r"(?s)statement timeout.*LOCK TABLE public\.models"):
+            backup_database(s3_client_via(get_settings()), _source(), bucket=backup_bucket, logical_date=DAY,
+                            pg_bin_dir=pg_bin, lock_wait_timeout="1s")  # fmt: skip
+        assert time.monotonic() - started < 15
+    finally:
+        release.set()
+        thread.join()
+    assert _keys(s3_client, backup_bucket) == [] and _open_uploads(s3_client, backup_bucket) == []
+
+
+def test_ssl_settings_come_from_the_connection_extras(monkeypatch, pg_cluster):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PLATFORM_TLS",
+        json.dumps({"conn_type": "postgres", "host": "127.0.0.1", "port": pg_cluster.port, "login": "backup",
+                    "password": "pw", "schema": "platform",
+                    "extra": {"sslmode": "verify-full", "sslrootcert": "/etc/ssl/rds-ca.pem",
+                              "sslcert": "/etc/ssl/backup.crt", "sslkey": "/etc/ssl/backup.key"}}),
+    )  # fmt: skip
+    target = PgTarget.from_connection("platform_tls")
+    env = target.env()
+    assert (env["PGSSLMODE"], env["PGSSLROOTCERT"], env["PGSSLCERT"], env["PGSSLKEY"]) == (
+        "verify-full",
+        "/etc/ssl/rds-ca.pem",
+        "/etc/ssl/backup.crt",
+        "/etc/ssl/backup.key",
+    )
+    assert "pw" not in repr(target) and env["PGPASSWORD"] == "pw"
+    # libpq gets them too: this test server has no TLS, and verify-full refuses to go on without it.
+    with pytest.raises(DatabaseUnreachable, match="server does not support SSL, but SSL was required"):
+        target.connect(connect_timeout=2)

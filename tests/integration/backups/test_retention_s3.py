@@ -42,12 +42,20 @@ def retention_log():
     logger.setLevel(level)
 
 
+def backup_id(day: date) -> str:
+    return f"{day:%Y%m%d}T030000Z-{day.toordinal() % 2**32:08x}"
+
+
 def _seed(s3, bucket: str) -> None:
-    for day in HISTORY:
-        s3.put_object(Bucket=bucket, Key=layout.postgres_dump_key(DB, day), Body=b"PGDMP")
-        s3.put_object(Bucket=bucket, Key=layout.postgres_manifest_key(DB, day), Body=b"{}")
+    for day in HISTORY[1:]:
+        s3.put_object(Bucket=bucket, Key=layout.postgres_dump_key(DB, day, backup_id(day)), Body=b"PGDMP")
+        s3.put_object(Bucket=bucket, Key=layout.postgres_manifest_key(DB, day, backup_id(day)), Body=b"{}")
+    # The layout before backup ids (one backup per date directory) is still recognised.
+    s3.put_object(Bucket=bucket, Key=f"postgres/{DB}/{HISTORY[0]}/{DB}.dump", Body=b"PGDMP")
+    s3.put_object(Bucket=bucket, Key=f"postgres/{DB}/{HISTORY[0]}/manifest.json", Body=b"{}")
     # An interrupted night: a directory without a manifest is never touched by retention.
-    s3.put_object(Bucket=bucket, Key=f"postgres/{DB}/2025-12-01/{DB}.dump", Body=b"PGDMP")
+    s3.put_object(Bucket=bucket, Key=f"postgres/{DB}/2025-12-01/{backup_id(date(2025, 12, 1))}/{DB}.dump",
+                  Body=b"PGDMP")  # fmt: skip
 
 
 def _dates(s3, bucket: str) -> set[date]:
@@ -79,6 +87,7 @@ def test_retention_dry_run_logs_every_deletion_and_deletes_nothing(s3_conn, s3_b
     would = [m for m in retention_log if m.startswith("Retention would delete")]
     assert len(would) == 96
     assert any(f"postgres/{DB}/2026-01-01/{DB}.dump" in m for m in would)
+    assert any(f"postgres/{DB}/2026-01-02/{backup_id(date(2026, 1, 2))}/{DB}.dump" in m for m in would)
 
 
 def test_retention_keeps_exactly_the_policy_set_and_the_newest_verified_dump(

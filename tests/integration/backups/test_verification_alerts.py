@@ -8,8 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mlops.backups import layout
-from mlops.backups.postgres import PgTarget, backup_database
+from mlops.backups.postgres import PgTarget, backup_database, manifest_key_of
 from mlops.backups.s3 import s3_client
 from mlops.backups.tasks import verify_postgres
 from mlops.backups.verify import VerificationFailed
@@ -28,12 +27,12 @@ def _backup(db: str, bucket: str, pg_bin: str) -> dict:
         logical_date=DAY,
         pg_bin_dir=pg_bin,
     )
-    return {"database": db, "key": m.key, "manifest_key": layout.postgres_manifest_key(db, DAY)}
+    return {"database": db, "key": m.key, "manifest_key": manifest_key_of(m)}
 
 
 def _truncate(s3_client, bucket: str, key: str) -> None:
     data = s3_client.get_object(Bucket=bucket, Key=key)
-    s3_client.put_object(Bucket=bucket, Key=key, Body=data["Body"].read()[:-100], Metadata=data["Metadata"])
+    s3_client.put_object(Bucket=bucket, Key=key, Body=data["Body"].read()[:-100])
 
 
 def _task_failed(error: BaseException) -> None:
@@ -45,7 +44,7 @@ def _task_failed(error: BaseException) -> None:
 
 
 def test_failed_verification_pages_critical_once_per_database_and_fails(
-    seeded_db, backup_bucket, pg_bin, s3_client, alert_conns
+    seeded_db, backup_bucket, pg_bin, s3_client, alert_conns, verify_conn
 ):
     slack, pagerduty = alert_conns
     backup = _backup(seeded_db, backup_bucket, pg_bin)
@@ -67,7 +66,7 @@ def test_failed_verification_pages_critical_once_per_database_and_fails(
 
 
 def test_the_task_failure_callback_does_not_page_a_second_time_for_a_paged_verification(
-    seeded_db, backup_bucket, pg_bin, s3_client, alert_conns
+    seeded_db, backup_bucket, pg_bin, s3_client, alert_conns, verify_conn
 ):
     slack, pagerduty = alert_conns
     backup = _backup(seeded_db, backup_bucket, pg_bin)
@@ -86,7 +85,7 @@ def test_the_task_failure_callback_does_not_page_a_second_time_for_a_paged_verif
 
 
 def test_when_the_verification_page_was_not_delivered_the_task_failure_callback_pages(
-    seeded_db, backup_bucket, pg_bin, s3_client, alert_conns
+    seeded_db, backup_bucket, pg_bin, s3_client, alert_conns, verify_conn
 ):
     slack, pagerduty = alert_conns
     backup = _backup(seeded_db, backup_bucket, pg_bin)
@@ -105,7 +104,7 @@ def test_when_the_verification_page_was_not_delivered_the_task_failure_callback_
 
 
 def test_passed_verification_resolves_the_incident_and_posts_a_slack_summary(
-    seeded_db, backup_bucket, pg_bin, alert_conns
+    seeded_db, backup_bucket, pg_bin, alert_conns, verify_conn
 ):
     slack, pagerduty = alert_conns
     result = verify_postgres(_backup(seeded_db, backup_bucket, pg_bin))

@@ -65,32 +65,72 @@ def test_a_missing_bucket_fails(s3_conn, settings):
     assert not result.ok and "404" in result.summary
 
 
-# -- Backup freshness -------------------------------------------------------------------------
-def put_marker(s3_client, bucket: str, verified_at: dt.datetime) -> None:
+# -- Backup freshness (per database; the marker's dump and manifest must still match) -----------------
+BID = "20260301T030512Z-1a2b3c4d"
+
+
+def put_backup(s3_client, bucket: str, database: str, verified_at: dt.datetime) -> dict:
+    """A verified backup as the backups DAG leaves it: dump, manifest, then the database's marker."""
+    prefix = f"postgres/{database}/2026-03-01/{BID}/"
+    dump = s3_client.put_object(Bucket=bucket, Key=f"{prefix}{database}.dump", Body=b"PGDMP-data")
+    manifest = {"backup_id": BID, "key": f"{prefix}{database}.dump", "sha256": "ab" * 32}
+    s3_client.put_object(Bucket=bucket, Key=f"{prefix}manifest.json", Body=json.dumps(manifest).encode())
     marker = {
-        "database": "platform",
-        "key": "postgres/platform/2025.dump",
+        "database": database,
+        "backup_id": BID,
+        "key": f"{prefix}{database}.dump",
+        "manifest_key": f"{prefix}manifest.json",
+        "etag": dump["ETag"].strip('"'),
         "sha256": "ab" * 32,
+        "size_bytes": len(b"PGDMP-data"),
         "verified_at": verified_at.isoformat().replace("+00:00", "Z"),
     }
-    s3_client.put_object(Bucket=bucket, Key="_markers/last_verified.json", Body=json.dumps(marker).encode())
+    s3_client.put_object(
+        Bucket=bucket,
+        Key=f"_markers/postgres/{database}/last_verified.json",
+        Body=json.dumps(marker).encode(),
+    )
+    return marker
+
+
+def freshness(bucket: str, settings, **params) -> dict[str, object]:
+    spec = CheckSpec("bk", "backup_freshness", 5, params={"bucket": bucket, **params})
+    return {r.details["database"]: r for r in run_checks([spec], settings).results}
 
 
 def test_a_backup_verified_an_hour_ago_is_fresh(s3_conn, s3_bucket, s3_client, settings):
-    put_marker(s3_client, s3_bucket, dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
-    result = one(CheckSpec("bk", "backup_freshness", 5, params={"bucket": s3_bucket}), settings)
+    put_backup(s3_client, s3_bucket, "platform", dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+    result = freshness(s3_bucket, settings, databases="platform")["platform"]
     assert result.ok, result.summary
-    assert result.details["database"] == "platform" and 0.9 < result.details["age_hours"] < 1.1
+    assert result.details["backup_id"] == BID and 0.9 < result.details["age_hours"] < 1.1
 
 
 def test_a_backup_verified_27_hours_ago_is_stale(s3_conn, s3_bucket, s3_client, settings):
-    put_marker(s3_client, s3_bucket, dt.datetime.now(dt.UTC) - dt.timedelta(hours=27))
-    result = one(
-        CheckSpec("bk", "backup_freshness", 5, params={"bucket": s3_bucket, "max_age_hours": 26}), settings
-    )
+    put_backup(s3_client, s3_bucket, "platform", dt.datetime.now(dt.UTC) - dt.timedelta(hours=27))
+    result = freshness(s3_bucket, settings, databases="platform", max_age_hours=26)["platform"]
     assert not result.ok and "27.0 h old (limit 26 h)" in result.summary
 
 
 def test_no_marker_means_no_verified_backup(s3_conn, s3_bucket, settings):
-    result = one(CheckSpec("bk", "backup_freshness", 5, params={"bucket": s3_bucket}), settings)
+    result = freshness(s3_bucket, settings, databases="platform")["platform"]
     assert not result.ok and "no verified backup recorded" in result.summary
+
+
+def test_a_database_that_never_verifies_is_stale_while_another_verifies_nightly(
+    s3_conn, s3_bucket, s3_client, settings
+):
+    put_backup(s3_client, s3_bucket, "airflow", dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+    results = freshness(s3_bucket, settings, databases="airflow,mlflow")
+    assert results["airflow"].ok
+    assert not results["mlflow"].ok and "mlflow: no verified backup recorded" in results["mlflow"].summary
+
+
+def test_a_marker_whose_dump_is_gone_or_replaced_is_not_fresh(s3_conn, s3_bucket, s3_client, settings):
+    marker = put_backup(s3_client, s3_bucket, "platform", dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+    s3_client.put_object(Bucket=s3_bucket, Key=marker["key"], Body=b"PGDMP-other")  # replaced
+    replaced = freshness(s3_bucket, settings, databases="platform")["platform"]
+    assert not replaced.ok and "replaced after its verification" in replaced.summary
+
+    s3_client.delete_object(Bucket=s3_bucket, Key=marker["key"])
+    gone = freshness(s3_bucket, settings, databases="platform")["platform"]
+    assert not gone.ok and f"the verified dump {marker['key']} is gone" in gone.summary

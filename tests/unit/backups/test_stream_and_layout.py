@@ -17,9 +17,17 @@ from mlops.backups.postgres import (
     PgDumpFailed,
     client_major,
     compression_arg,
-    part_size_for,
 )
 from mlops.backups.s3 import Encryption
+from mlops.backups.upload import (
+    GIB,
+    S3_MAX_OBJECT,
+    S3_MAX_PART,
+    S3_MAX_PARTS,
+    S3_MIN_PART,
+    PartSchedule,
+    schedule_for,
+)
 from mlops.backups.verify import compare_counts
 
 
@@ -49,24 +57,79 @@ def test_stream_raises_when_the_process_is_killed():
         stream.read(-1)
 
 
-def test_keys_are_named_by_database_and_logical_date():
+BID = "20260301T030512Z-1a2b3c4d"
+
+
+def test_every_backup_has_its_own_keys_under_its_logical_date():
     day = date(2026, 3, 1)
-    assert layout.postgres_dump_key("platform", day) == "postgres/platform/2026-03-01/platform.dump"
-    assert layout.postgres_manifest_key("platform", day) == "postgres/platform/2026-03-01/manifest.json"
+    assert (
+        layout.postgres_dump_key("platform", day, BID) == f"postgres/platform/2026-03-01/{BID}/platform.dump"
+    )
+    assert (
+        layout.postgres_manifest_key("platform", day, BID)
+        == f"postgres/platform/2026-03-01/{BID}/manifest.json"
+    )
+    assert layout.globals_key(day, BID) == f"globals/2026-03-01/{BID}/globals.sql"
     assert layout.database_marker_key("platform") == "_markers/postgres/platform/last_verified.json"
-    assert layout.kubernetes_object_key(day, "ml-serving", "Service", "m") == (
-        "kubernetes/2026-03-01/ml-serving/Service/m.yaml"
+    assert layout.kubernetes_object_key(day, BID, "ml-serving", "Service", "m") == (
+        f"kubernetes/2026-03-01/{BID}/ml-serving/Service/m.yaml"
     )
     assert layout.parse_dated_dir("postgres/platform/2026-02-30/x", "postgres/platform/") is None
     assert layout.parse_dated_dir("postgres/platform/2026-02-28/x", "postgres/platform/") == date(2026, 2, 28)
+    assert (
+        layout.backup_dir(f"postgres/p/2026-02-28/{BID}/p.dump", "postgres/p/")
+        == f"postgres/p/2026-02-28/{BID}/"
+    )
     with pytest.raises(ValueError, match="cannot be used in an S3 key"):
-        layout.postgres_dump_key("../etc", day)
+        layout.postgres_dump_key("../etc", day, BID)
+    with pytest.raises(ValueError, match="not a backup id"):
+        layout.postgres_dump_key("platform", day, "../x")
 
 
-def test_part_size_is_flat_until_the_dump_would_need_more_than_9000_parts():
-    assert part_size_for(0) == part_size_for(2 * 1024**3) == 8 * MIB
-    assert part_size_for(1024**4) == 117 * MIB  # 1 TiB database: still under the 10,000-part limit
-    assert 1024**4 / part_size_for(1024**4) < 9000
+def test_backup_ids_are_unique_and_sort_by_start_time():
+    from datetime import UTC, datetime
+
+    ids = {layout.new_backup_id(datetime(2026, 3, 1, 3, 0, 5, tzinfo=UTC)) for _ in range(1000)}
+    assert len(ids) == 1000 and all(i.startswith("20260301T030005Z-") for i in ids)
+    assert layout.new_backup_id(datetime(2026, 3, 1, 14, tzinfo=UTC)) > max(ids)  # a later manual run
+
+
+def test_kubernetes_names_with_a_colon_stay_readable_and_odd_ones_are_encoded():
+    day = date(2026, 3, 1)
+    key = layout.kubernetes_object_key(day, BID, "ml", "Role", "airflow:pod-launcher")
+    assert key.endswith("/ml/Role/airflow:pod-launcher.yaml")
+    assert layout.kubernetes_name("a b?") == "a%20b%3F"
+    with pytest.raises(ValueError):
+        layout.kubernetes_name("..")
+
+
+def test_the_old_part_size_overflowed_the_part_limit_for_an_uncompressed_45_gib_database():
+    """The bug: parts sized from pg_database_size/9000 (8 MiB here) and a dump of 1.9x the database."""
+    database = 45 * GIB
+    old_part = max(8 * MIB, -(-database // 9000))
+    assert int(1.9 * database) / old_part > S3_MAX_PARTS  # the old sizing: part 10,001 fails every night
+    assert schedule_for(database).parts_for(int(1.9 * database)) <= S3_MAX_PARTS
+
+
+@pytest.mark.parametrize("database", [0, 1, 8 * MIB, 45 * GIB, 70 * GIB, 1024 * GIB, S3_MAX_OBJECT])
+def test_any_dump_up_to_the_largest_s3_object_fits_in_10000_parts(database):
+    schedule = schedule_for(database)
+    assert schedule.capacity(S3_MAX_PARTS) >= S3_MAX_OBJECT
+    assert schedule.parts_for(S3_MAX_OBJECT) <= S3_MAX_PARTS
+    sizes = [schedule.size_of(n) for n in (1, 1000, 1001, 5000, 9999, 10_000)]
+    assert all(S3_MIN_PART <= size <= S3_MAX_PART for size in sizes)
+    assert sizes == sorted(sizes)  # parts only grow
+
+
+def test_parts_stay_small_for_small_dumps_and_double_every_band():
+    schedule = PartSchedule(base=8 * MIB, band=1000)
+    assert [schedule.size_of(n) // MIB for n in (1, 1000, 1001, 2001, 9001)] == [8, 8, 16, 32, 4096]
+    assert schedule.size_of(10_000) == 4096 * MIB
+    assert schedule.parts_for(10 * GIB) == 1000 + 140  # 8,000 MiB in 8 MiB parts, 2,240 MiB in 16 MiB
+    assert schedule.capacity() == 8 * MIB * 1000 * 1023  # ~8 TiB > 5 TiB
+    assert PartSchedule(base=S3_MAX_PART).size_of(10_000) == S3_MAX_PART
+    with pytest.raises(ValueError):
+        PartSchedule(base=4 * MIB)
 
 
 def test_encryption_settings_map_to_s3_arguments():

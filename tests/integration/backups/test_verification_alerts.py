@@ -98,7 +98,7 @@ def test_when_the_verification_page_was_not_delivered_the_task_failure_callback_
 
     *lost, event = pagerduty.bodies()  # four failed tries of the critical page, then the generic page
     assert [e["dedup_key"] for e in lost] == [f"mlops-backups/verify/{seeded_db}"] * 4
-    assert event["dedup_key"] == "airflow/mlops_backups/verify_postgres_backup/manual__v"
+    assert event["dedup_key"] == "airflow/mlops_backups/verify_postgres_backup"  # one incident per task
     assert event["payload"]["summary"].startswith("Airflow task failed: mlops_backups.verify_postgres_backup")
     assert "Paged as" not in json.dumps(slack.bodies())
 

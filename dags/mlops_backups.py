@@ -80,7 +80,7 @@ import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 from mlops import tags
-from mlops.callbacks import failure_callbacks
+from mlops.callbacks import failure_callbacks, success_callbacks
 
 
 def _params() -> dict[str, Param]:
@@ -137,6 +137,7 @@ def _params() -> dict[str, Param]:
         "retries": 1,
         "retry_delay": timedelta(minutes=2),
         "on_failure_callback": failure_callbacks(),
+        "on_success_callback": success_callbacks(),  # resolves a task's failure incident
     },
 )
 def mlops_backups():

@@ -64,6 +64,13 @@ def _scratch_volumes(scratch_size: str) -> tuple[list[k8s.V1Volume], list[k8s.V1
     return volumes, mounts
 
 
+def _shm_volume(size: str) -> tuple[k8s.V1Volume, k8s.V1VolumeMount]:
+    # Containers get a 64 MiB /dev/shm; PyTorch DataLoader workers and NCCL need far more.
+    # A memory-backed emptyDir counts against the container's memory limit, hence the sizeLimit.
+    volume = k8s.V1Volume(name="dshm", empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory", size_limit=size))
+    return volume, k8s.V1VolumeMount(name="dshm", mount_path="/dev/shm")  # noqa: S108 - the pod's own tmpfs
+
+
 class PlatformPodOperator(KubernetesPodOperator):
     """KubernetesPodOperator with the platform's defaults.
 
@@ -175,6 +182,9 @@ class PlatformPodOperator(KubernetesPodOperator):
         profile = get_profile(str(self.compute_profile))
         gpus = None if self.gpus in (None, "", "None") else int(self.gpus)
         self.container_resources = profile.resources(gpus)
+        shm_volume, shm_mount = _shm_volume(profile.shape(gpus)["shm"])
+        self.volumes = [*(self.volumes or []), shm_volume]
+        self.volume_mounts = [*(self.volume_mounts or []), shm_mount]
         self.node_selector = dict(profile.node_selector)
         self.tolerations = profile.k8s_tolerations()
         self.affinity = profile.k8s_affinity() or k8s.V1Affinity()
@@ -258,6 +268,8 @@ class TrainingPodOperator(PlatformPodOperator):
         self.gpus = plan.gpus
         self.model_name = plan.model_name
         self.active_deadline_seconds = plan.active_deadline_seconds
+        # SIGTERM (preemption, eviction, a cleared task) to SIGKILL: the trainer checkpoints in between.
+        self.termination_grace_period = settings.training_termination_grace_seconds
         self.retry_application_failures = bool(params.get("retry_on_training_failure"))
         self.add_env(
             {

@@ -13,7 +13,7 @@ VALID = {
     "dataset_uri": "builtin://sklearn/digits",
     "epochs": 3,
     "learning_rate": 0.01,
-    "batch_size": 32,
+    "batch_size": 840,  # divisible by every GPU count 1-8
     "compute_profile": "gpu-small",
     "gpus": None,
     "timeout_minutes": 30,

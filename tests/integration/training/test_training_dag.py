@@ -58,7 +58,11 @@ def _run(dag, conf: dict, retry_delay: float = 0.5):
     train = dag.get_task("train_model")
     train.retry_delay = timedelta(seconds=retry_delay)
     train.retry_exponential_backoff = False
-    dr = dag.test(run_conf=conf)
+    from mlops.training.params import training_params
+
+    # dag.test() keeps the previous run's conf in the DAG's params: start every run from the defaults.
+    defaults = {name: param.value for name, param in training_params().items()}
+    dr = dag.test(run_conf={**defaults, **conf})
     return dr, {ti.task_id: ti for ti in dr.get_task_instances()}
 
 

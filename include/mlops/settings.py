@@ -54,6 +54,7 @@ class Settings:
     training_termination_grace_seconds: int = 120
     # The run-time budget alert fires this long after a run's own timeout_minutes (plus its GPU wait).
     training_budget_margin_minutes: int = 30
+    training_budget_poll_seconds: float = 60.0  # how often watch_run_budget looks (reschedule mode)
     # How often a training run that waits for GPUs looks again (a deferral, not a retry).
     training_gpu_wait_poll_seconds: float = 60.0
 

@@ -8,8 +8,9 @@ watches the run's other tasks:
 
 - budget = the run's ``gpu_wait_minutes`` + ``timeout_minutes`` + ``training_budget_margin_minutes``,
   counted from when the run started (a cleared run starts again, and so does its budget);
-- past the budget with work still going: Slack (once) and a PagerDuty trigger whose
-  ``dedup_key`` names the run (repeating it adds to the same incident);
+- past the budget with work still going: Slack on the first look past the deadline, and a
+  PagerDuty trigger on every look, whose ``dedup_key`` names the run (PagerDuty keeps one
+  incident per key, so a look that the scheduler delayed cannot lose the page);
 - when the watched tasks have all finished: the sensor succeeds, and if the budget had
   been passed it resolves the incident and says so on Slack.
 """
@@ -52,11 +53,17 @@ class RunBudgetSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ()
 
-    def __init__(self, *, watched: Sequence[str], poke_interval: float = 60, **kwargs: Any) -> None:
+    def __init__(self, *, watched: Sequence[str], poke_interval: float | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("mode", "reschedule")
         kwargs.setdefault("timeout", timedelta(days=8).total_seconds())
-        super().__init__(poke_interval=poke_interval, **kwargs)
+        super().__init__(poke_interval=poke_interval or 60, **kwargs)
         self.watched = tuple(watched)
+        self._interval_from_settings = poke_interval is None
+
+    def execute(self, context: Any) -> Any:
+        if self._interval_from_settings:  # a run-time setting: MLOPS_TRAINING_BUDGET_POLL_SECONDS
+            self.poke_interval = get_settings().training_budget_poll_seconds
+        return super().execute(context)
 
     def _states(self, context: Any) -> dict[str, str | None]:
         ti = context["ti"]
@@ -79,7 +86,8 @@ class RunBudgetSensor(BaseSensorOperator):
             log.info("the run's work has finished (%s); budget ended %s", states, deadline.isoformat())
             return True
         if now >= deadline:
-            first_look_past = now - deadline < timedelta(seconds=self.poke_interval * 1.5)
+            # Pokes are at least poke_interval apart: only the first one past the deadline is this close.
+            first_look_past = now - deadline < timedelta(seconds=self.poke_interval)
             self._alert(context, states, started, deadline, slack=first_look_past)
         else:
             log.info("within budget until %s; still going: %s", deadline.isoformat(), states)

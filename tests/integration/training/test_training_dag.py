@@ -32,7 +32,7 @@ def training_dag():
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLOPS_TRAINER_IMAGE_ALLOWLIST", "registry.example.com/mlops/")
         dag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "mlops_training.py")).get_dag(DAG_ID)
-        dag.get_task("watch_run_budget").poke_interval = 0.5  # dag.test() runs tasks one at a time
+        mp.setenv("MLOPS_TRAINING_BUDGET_POLL_SECONDS", "0.5")  # dag.test() runs tasks one at a time
         yield dag
 
 

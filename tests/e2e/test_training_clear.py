@@ -70,7 +70,10 @@ def test_clearing_a_running_training_task_deletes_its_pod_and_runs_it_again(api,
     ac.TaskInstanceApi(api).post_clear_task_instances(
         DAG_ID,
         ac.ClearTaskInstancesBody(
-            dag_run_id=run_id, task_ids=["train_model"], dry_run=False, only_failed=False
+            dag_run_id=run_id,
+            task_ids=[ac.ClearTaskInstancesBodyTaskIdsInner("train_model")],
+            dry_run=False,
+            only_failed=False,
         ),
     )  # raised ApiException(500) before the fix
 

@@ -66,7 +66,7 @@ def test_a_run_within_its_budget_alerts_no_one(receivers):
 
 def test_the_budget_follows_the_runs_own_timeout_not_a_fixed_eight_hours(receivers):
     slack, pagerduty = receivers
-    _poke(timedelta(minutes=61), RUNNING)  # 30 min timeout + 30 min margin: over after 60 min
+    _poke(timedelta(minutes=60, seconds=10), RUNNING)  # 30 min timeout + 30 min margin: over after 60 min
     (event,) = pagerduty.bodies("/v2/enqueue")
     assert event["event_action"] == "trigger"
     assert event["dedup_key"] == "airflow-budget/mlops_training/manual__budget"

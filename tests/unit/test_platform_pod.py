@@ -110,15 +110,38 @@ def test_pod_is_deadlined_labelled_and_keeps_its_failure_reason(monkeypatch):
     assert pod["metadata"]["namespace"] == "ml-training"
 
 
-def test_failed_pods_are_deleted_unless_keeping_them_is_configured(monkeypatch):
+def test_pods_are_deleted_by_default_and_killing_the_task_deletes_its_pod(monkeypatch):
     from airflow.sdk import DAG
 
     monkeypatch.setenv("MLOPS_KEEP_FAILED_PODS", "true")
     with DAG("keep_probe", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
         kept = PlatformPodOperator(task_id="a", image="x/y:1")
-        default = PlatformPodOperator(task_id="b", image="x/y:1", keep_failed_pod=False)
     kept.build_pod_request_obj(dry_run=True)
-    default.build_pod_request_obj(dry_run=True)
-    assert kept.on_finish_action.value == "delete_succeeded_pod"
-    assert default.on_finish_action.value == "delete_pod"
+    # Keeping is decided when the pod has ended, from its phase (tests/integration/training).
+    assert kept.on_finish_action.value == "delete_pod"
     assert kept.on_kill_action.value == "delete_pod"
+
+
+def test_the_operator_waits_for_scheduling_and_start_up_as_long_as_the_settings_say(monkeypatch):
+    from airflow.sdk import DAG
+
+    monkeypatch.setenv("MLOPS_POD_STARTUP_TIMEOUT_SECONDS", "600")
+    with DAG("timeout_probe", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+        default = PlatformPodOperator(task_id="a", image="x/y:1")
+        explicit = PlatformPodOperator(
+            task_id="b", image="x/y:1", startup_timeout_seconds=300, schedule_timeout_seconds=1800
+        )
+    default.build_pod_request_obj(dry_run=True)
+    # The values KubernetesPodOperator.await_pod_start passes to the pod manager (provider 10.25.0).
+    assert (default.schedule_timeout_seconds, default.startup_timeout_seconds) == (600, 600)
+    assert (explicit.schedule_timeout_seconds, explicit.startup_timeout_seconds) == (1800, 300)
+
+
+def test_a_failure_does_not_dump_the_pod_object(monkeypatch):
+    spec_pod = _pod(monkeypatch)
+    assert spec_pod  # built
+    from airflow.sdk import DAG
+
+    with DAG("dump_probe", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+        op = PlatformPodOperator(task_id="a", image="x/y:1")
+    assert op.log_pod_spec_on_failure is False

@@ -1,9 +1,10 @@
 """The trainer's entrypoint: validate, train (resuming if it can), write the outputs.
 
-Exit codes: 0 success; 1 ONNX export failure (or a bug, with its traceback); 2 bad
-input (arguments, environment, dataset, an incompatible checkpoint); 3 storage
-failure (S3 or the output folder); 143 stopped by SIGTERM, after a checkpoint of the exact
-position (mid-epoch included) that the retry resumes from. Expected failures print one line,
+Exit codes (documented in :mod:`mlops.trainer.exit_codes`): 0 success; 1 training code
+(ONNX export failure, or a bug with its traceback); 64 configuration (arguments, environment,
+an unusable bucket); 65 data (the data set, an incompatible checkpoint); 75 transient storage
+(S3 unreachable or failing: worth a retry); 143 stopped by SIGTERM, after a checkpoint of the
+exact position (mid-epoch included) that the retry resumes from. Expected failures print one line,
 ``trainer: error: <field>: <problem>``, to stderr and to the Kubernetes termination
 message; anything else is a bug and keeps its traceback.
 """
@@ -16,11 +17,11 @@ import sys
 import time
 from collections.abc import Sequence
 
+from mlops.trainer import exit_codes
 from mlops.trainer.config import ConfigError, TrainerConfig, load_config
 
 log = logging.getLogger("mlops.trainer")
 TERMINATION_LOG = "/dev/termination-log"
-EXIT_EXPORT, EXIT_BAD_INPUT, EXIT_STORAGE, EXIT_SIGTERM = 1, 2, 3, 143
 
 
 def run(config: TrainerConfig) -> dict | None:
@@ -104,12 +105,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(argv)
     except ConfigError as exc:  # before importing torch: bad input fails fast
-        return _fail(str(exc), EXIT_BAD_INPUT)
+        return _fail(str(exc), exit_codes.CONFIGURATION)
     if config.nproc_per_node > 1 and not under_torchrun():
         return launch(config.nproc_per_node, argv)
     if under_torchrun() and ranks.world != config.nproc_per_node:
         return _fail(
-            f"nproc_per_node: {config.nproc_per_node}, but torchrun started {ranks.world}", EXIT_BAD_INPUT
+            f"nproc_per_node: {config.nproc_per_node}, but torchrun started {ranks.world}",
+            exit_codes.CONFIGURATION,
         )
 
     from mlops.trainer.checkpoints import CheckpointError
@@ -124,11 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"resume from {exc.checkpoint}" if exc.checkpoint else "no progress since the newest checkpoint"
         )
         log.info("stopped by SIGTERM: %s", where)
-        return EXIT_SIGTERM
-    except (ConfigError, DataError, CheckpointError) as exc:
-        return _fail(str(exc), EXIT_BAD_INPUT)
+        return exit_codes.SIGTERM
+    except ConfigError as exc:
+        return _fail(str(exc), exit_codes.CONFIGURATION)
+    except (DataError, CheckpointError) as exc:
+        return _fail(str(exc), exit_codes.DATA)
     except StorageError as exc:
-        return _fail(str(exc), EXIT_STORAGE)
+        return _fail(str(exc), exit_codes.TRANSIENT_STORAGE if exc.transient else exit_codes.CONFIGURATION)
     except ExportError as exc:
-        return _fail(str(exc), EXIT_EXPORT)
+        return _fail(str(exc), exit_codes.TRAINING_CODE)
     return 0

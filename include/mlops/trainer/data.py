@@ -71,6 +71,8 @@ def _npz(uri: str) -> tuple[np.ndarray, np.ndarray, str]:
     try:
         raw = read_object(uri, "dataset_uri")
     except StorageError as exc:
+        if exc.transient:
+            raise  # S3 is down, not the data: the retry reads it again
         raise DataError(str(exc)) from None
     try:
         with np.load(io.BytesIO(raw), allow_pickle=False) as archive:

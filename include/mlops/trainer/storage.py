@@ -18,7 +18,30 @@ from mlops.trainer.config import split_s3_uri
 
 
 class StorageError(RuntimeError):
-    """An object could not be read or written; the message names the URI and the reason."""
+    """An object could not be read or written; the message names the URI and the reason.
+
+    ``transient`` is true when a later attempt may succeed (S3 unreachable, throttled, 5xx or timed
+    out after boto3's own retries); false for a mistake such as a missing bucket or refused credentials.
+    """
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+# S3 error codes that mean "not now" rather than "not like this".
+_TRANSIENT_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError", "ServiceUnavailable"}
+)
+
+
+def _transient(exc: Exception) -> bool:
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return status >= 500 or status == 429 or exc.response.get("Error", {}).get("Code") in _TRANSIENT_CODES
+    return isinstance(exc, (ConnectionError, HTTPClientError))
 
 
 class Location:
@@ -78,7 +101,7 @@ class S3Location(Location):
         try:
             return fn(*args, **kwargs)
         except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"{what}: {_describe(exc)}") from None
+            raise StorageError(f"{what}: {_describe(exc)}", _transient(exc)) from None
 
     def check(self, field: str) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -86,10 +109,12 @@ class S3Location(Location):
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
-            raise StorageError(f"{field}: bucket {self.bucket!r} is not usable ({_describe(exc)})") from None
+            raise StorageError(
+                f"{field}: bucket {self.bucket!r} is not usable ({_describe(exc)})", _transient(exc)
+            ) from None
         except BotoCoreError as exc:
             raise StorageError(
-                f"{field}: cannot reach S3 for bucket {self.bucket!r} ({_describe(exc)})"
+                f"{field}: cannot reach S3 for bucket {self.bucket!r} ({_describe(exc)})", _transient(exc)
             ) from None
 
     def put(self, name: str, data: bytes, content_type: str = "application/octet-stream") -> str:
@@ -112,7 +137,7 @@ class S3Location(Location):
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
                 return None
-            raise StorageError(f"reading {self.child(name)}: {_describe(exc)}") from None
+            raise StorageError(f"reading {self.child(name)}: {_describe(exc)}", _transient(exc)) from None
         return self._call(f"reading {self.child(name)}", response["Body"].read)
 
     def names(self) -> list[str]:

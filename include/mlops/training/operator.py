@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.providers.cncf.kubernetes.secret import Secret
-from airflow.providers.cncf.kubernetes.utils.pod_manager import OnFinishAction
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.providers.cncf.kubernetes.utils.pod_manager import (
+    OnFinishAction,
+    PodLaunchFailedException,
+    PodManager,
+    PodPhase,
+)
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from kubernetes.client import models as k8s
+from kubernetes.client.exceptions import ApiException
 
 from mlops.settings import get_settings
-from mlops.training.failures import classify_pod_failure
+from mlops.training.failures import TRAINING_CODE, classify_pod_failure
 from mlops.training.params import DEFAULT_IMAGE
 from mlops.training.plan import plan_run
 from mlops.training.profiles import get_profile
@@ -52,6 +59,34 @@ def label_value(value: object) -> str:
     return text or "none"
 
 
+class _StartupPodManager(PodManager):
+    """The provider's PodManager, which also gives up at start-up on a container that cannot start.
+
+    The provider fails fast on InvalidImageName and on an image it cannot pull, but waits out its whole
+    startup timeout on CreateContainerConfigError (a missing Secret or key), with a node (and its GPUs)
+    held by the Pending pod. The kubelet reports it at once (pkg/kubelet/kuberuntime:
+    ErrCreateContainerConfig).
+    """
+
+    _starting = False
+
+    def read_pod(self, pod: k8s.V1Pod) -> k8s.V1Pod:
+        remote = super().read_pod(pod)
+        if self._starting:
+            for status in (remote.status and remote.status.container_statuses) or []:
+                waiting = status.state and status.state.waiting
+                if waiting and waiting.reason == "CreateContainerConfigError":
+                    raise PodLaunchFailedException(f"{waiting.reason}: {waiting.message}")
+        return remote
+
+    async def await_pod_start(self, pod: k8s.V1Pod, *args: Any, **kwargs: Any) -> None:
+        self._starting = True
+        try:
+            await super().await_pod_start(pod, *args, **kwargs)
+        finally:
+            self._starting = False
+
+
 def _scratch_volumes(scratch_size: str) -> tuple[list[k8s.V1Volume], list[k8s.V1VolumeMount]]:
     volumes = [
         k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="1Gi")),
@@ -78,9 +113,14 @@ class PlatformPodOperator(KubernetesPodOperator):
     :param gpus: GPU count; ``None`` takes the profile's default (may be templated).
     :param model_name: labels the pod with the model it works on (may be templated).
     :param secret_env: ``{ENV_NAME: (secret_name, key)}``; credentials only ever come from Secrets.
-    :param keep_failed_pod: keep a failed pod for debugging; ``None`` reads ``MLOPS_KEEP_FAILED_PODS``.
-    :param retry_application_failures: also retry a non-zero exit of the container. By default only
-        infrastructure failures (eviction, preemption, lost node, image pull) spend retries.
+    :param keep_failed_pod: keep a pod that ended Failed, for debugging; ``None`` reads
+        ``MLOPS_KEEP_FAILED_PODS``. Any other pod (Pending, Running, Succeeded) is always deleted.
+    :param retry_application_failures: also retry a training-code failure (a non-zero exit that the
+        trainer's exit codes do not mark as transient). What spends retries is decided in
+        :mod:`mlops.training.failures`.
+    :param startup_timeout_seconds: how long a scheduled pod may take to start;
+        ``schedule_timeout_seconds``: how long it may wait for a node (e.g. a GPU pool scaling from
+        zero). Both default to the settings' ``pod_startup_timeout_seconds``.
     """
 
     template_fields: Sequence[str] = (
@@ -109,9 +149,13 @@ class PlatformPodOperator(KubernetesPodOperator):
         retry_application_failures: bool | str = False,
         scratch_size: str = "50Gi",
         labels: Mapping[str, str] | None = None,
+        startup_timeout_seconds: int | None = None,
+        schedule_timeout_seconds: int | None = None,
         **kwargs: Any,
     ) -> None:
         volumes, mounts = _scratch_volumes(scratch_size)
+        settings = get_settings()
+        startup = startup_timeout_seconds or settings.pod_startup_timeout_seconds
         env = {
             "AIRFLOW_DAG_ID": "{{ dag.dag_id }}",
             "AIRFLOW_TASK_ID": "{{ task.task_id }}",
@@ -149,6 +193,13 @@ class PlatformPodOperator(KubernetesPodOperator):
             get_logs=True,  # stream the container's log into the task log
             log_events_on_failure=True,  # scheduling / pull / eviction events explain infra failures
             durable=True,  # a restarted worker adopts the running pod instead of starting a second one
+            # Both through the constructor: the provider derives its scheduling timeout from the startup
+            # timeout here, in __init__, and a later assignment would leave it at its 120 s default.
+            startup_timeout_seconds=startup,
+            schedule_timeout_seconds=schedule_timeout_seconds or startup,
+            # The failure names phase, reason, exit code and message (mlops.training.failures.describe_pod);
+            # the provider's dump of the whole pod (17 kB) would bury it.
+            log_pod_spec_on_failure=False,
             **kwargs,
         )
         self.compute_profile = compute_profile
@@ -158,6 +209,8 @@ class PlatformPodOperator(KubernetesPodOperator):
         self.keep_failed_pod = keep_failed_pod
         self.retry_application_failures = retry_application_failures
         self._final_pod: k8s.V1Pod | None = None
+        self._pod_gone = False
+        self._keep_failed = False
         self._resolved = False
 
     # -- run-time resolution ---------------------------------------------------------------
@@ -172,12 +225,12 @@ class PlatformPodOperator(KubernetesPodOperator):
             self.kubernetes_conn_id = settings.kubernetes_conn_id
         if not self.service_account_name:
             self.service_account_name = settings.training_service_account
-        self.startup_timeout_seconds = settings.pod_startup_timeout_seconds
         self.startup_check_interval_seconds = settings.pod_poll_interval_seconds
         self.poll_interval = settings.pod_poll_interval_seconds
-        keep = settings.keep_failed_pods if self.keep_failed_pod is None else self.keep_failed_pod
-        # Keeping a failed pod is for debugging; a succeeded one is always deleted.
-        self.on_finish_action = OnFinishAction.DELETE_SUCCEEDED_POD if keep else OnFinishAction.DELETE_POD
+        # Keeping is decided in cleanup(), from the pod's final phase: only a Failed pod is kept.
+        self._keep_failed = (
+            settings.keep_failed_pods if self.keep_failed_pod is None else self.keep_failed_pod
+        )
 
         profile = get_profile(str(self.compute_profile))
         gpus = None if self.gpus in (None, "", "None") else int(self.gpus)
@@ -212,9 +265,34 @@ class PlatformPodOperator(KubernetesPodOperator):
         self._resolve_runtime()
         return super().build_pod_request_obj(context, dry_run=dry_run)
 
+    @cached_property
+    def pod_manager(self) -> PodManager:
+        return _StartupPodManager(kube_client=self.client, callbacks=self.callbacks)
+
     def cleanup(self, pod: k8s.V1Pod, remote_pod: k8s.V1Pod, *args: Any, **kwargs: Any) -> None:
+        # The provider hands over the snapshot taken at create (still Pending) when start-up failed:
+        # judge, keep or delete the pod as it is now.
+        if remote_pod is not None and not self._killed:
+            remote_pod = self._reread(pod if pod is not None and pod.metadata else remote_pod, remote_pod)
         self._final_pod = remote_pod
+        phase = remote_pod.status.phase if remote_pod is not None and remote_pod.status else None
+        # Only a pod that ended Failed may stay: a Pending or Running one would still hold its node, or
+        # run on beside the retry's pod, writing to the same checkpoint.
+        keep = self._keep_failed and phase == PodPhase.FAILED
+        self.on_finish_action = OnFinishAction.KEEP_POD if keep else OnFinishAction.DELETE_POD
         super().cleanup(pod, remote_pod, *args, **kwargs)
+
+    def _reread(self, pod: k8s.V1Pod, fallback: k8s.V1Pod) -> k8s.V1Pod | None:
+        try:
+            return self.client.read_namespaced_pod(pod.metadata.name, pod.metadata.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                self._pod_gone = True
+                return None
+            self.log.warning(
+                "Could not re-read pod %s (HTTP %s); judging its last state", pod.metadata.name, exc.status
+            )
+            return fallback
 
     def prepare(self, context: Any) -> None:
         """Hook for subclasses: set run-dependent fields from the context before the pod is built."""
@@ -234,12 +312,14 @@ class PlatformPodOperator(KubernetesPodOperator):
         except AirflowFailException:
             raise
         except Exception as exc:
-            failure = classify_pod_failure(self._final_pod, self.base_container_name or "base")
-            self.log.error("Pod failure classified as %s: %s", failure.kind, failure.reason)
-            if not failure.retryable and not self.retry_application_failures:
-                # A code failure would fail again: do not spend GPU retries on it.
-                raise AirflowFailException(f"{failure.reason}; not retried (application failure)") from exc
-            raise
+            container = self.base_container_name or "base"
+            failure = classify_pod_failure(self._final_pod, container, error=exc, pod_gone=self._pod_gone)
+            self.log.error("Pod failure classified as %s: %s", failure.kind, failure.message)
+            retry = failure.retryable or (failure.kind == TRAINING_CODE and self.retry_application_failures)
+            if not retry:
+                # It would fail again the same way: do not spend GPU time on retries.
+                raise AirflowFailException(f"{failure.kind} failure: {failure.message}") from exc
+            raise AirflowException(f"{failure.kind} failure: {failure.message}") from exc
 
 
 class TrainingPodOperator(PlatformPodOperator):

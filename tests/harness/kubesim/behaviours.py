@@ -11,7 +11,10 @@ class ScriptedContainer:
     """A container that prints ``logs`` over ``run_seconds`` and exits with ``exit_code``.
 
     ``start_delay`` keeps it in ContainerCreating that long first. ``pull_error`` (e.g. "ErrImagePull")
-    makes the image unpullable: the container waits in that reason, then ImagePullBackOff, forever.
+    makes the image unpullable: the container waits in that reason, then ImagePullBackOff, forever;
+    ``pull_message`` replaces the registry's answer (by default "not found", as for a tag that does not
+    exist; e.g. "503 Service Unavailable" for a registry outage). ``oom_killed`` ends the script the way
+    the kernel's OOM killer does at the memory limit: exit 137, reason OOMKilled.
     """
 
     logs: list[str] = field(default_factory=list)
@@ -19,6 +22,8 @@ class ScriptedContainer:
     run_seconds: float = 0.2
     start_delay: float = 0.0
     pull_error: str | None = None
+    pull_message: str | None = None
+    oom_killed: bool = False
 
 
 @dataclass

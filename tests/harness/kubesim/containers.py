@@ -13,6 +13,22 @@ _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 _LABEL_REF = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
 
 
+# The reference grammar of github.com/distribution/reference (regexp.go), which the kubelet applies
+# before pulling: path components are lower case; a tag is at most 128 word characters, dots and dashes.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*(?::[0-9]+)?"
+_IMAGE_REFERENCE = re.compile(
+    rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::\w[\w.-]{{0,127}})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
+
+
+def valid_image_reference(image: str) -> bool:
+    """Whether the kubelet can parse ``image`` (otherwise the container waits in InvalidImageName)."""
+    return bool(_IMAGE_REFERENCE.fullmatch(image))
+
+
 class ConfigError(Exception):
     """A referenced Secret/ConfigMap (or key) is missing: the kubelet's CreateContainerConfigError."""
 

@@ -221,7 +221,16 @@ class Controllers:
                 },
                 "spec": clone(template["spec"]),
             }
-            created = self.sim.create_object(PODS, pod)
+            try:
+                created = self.sim.create_object(PODS, pod)
+            except ApiError as exc:
+                # pkg/controller/replicaset: a refused create (e.g. exceeded quota) is a FailedCreate event.
+                if exc.code == 403:
+                    message = f"Error creating: {exc.message}"
+                    self.events.emit(
+                        rs, "FailedCreate", message, type="Warning", component="replicaset-controller"
+                    )
+                raise
             active.append(created)
             message = f"Created pod: {created['metadata']['name']}"
             self.events.emit(rs, "SuccessfulCreate", message, component="replicaset-controller")

@@ -15,7 +15,7 @@ import aiohttp
 from mlops.dev.ports import free_port
 
 from .behaviours import Behaviour, LocalProcess, ScriptedContainer
-from .containers import ConfigError, build_argv, expand, resolve_env
+from .containers import ConfigError, build_argv, expand, resolve_env, valid_image_reference
 from .errors import bad_request
 from .logs import LogBuffer
 from .processes import ContainerProcess
@@ -48,6 +48,7 @@ class ContainerRuntime:
     previous_logs: LogBuffer | None = None
     process: ContainerProcess | None = None
     ports: dict[int, int] = field(default_factory=dict)
+    kill_reason: str | None = None  # set when the node kills the running container (OOMKilled)
 
     @property
     def name(self) -> str:
@@ -276,13 +277,22 @@ class Kubelet:
 
     async def _pull(self, rt: PodRuntime, cr: ContainerRuntime) -> Behaviour:
         image = cr.spec["image"]
+        if not valid_image_reference(image):
+            await self._invalid_image(rt, cr, image)
         self._event(rt, cr, "Pulling", f'Pulling image "{image}"')
         behaviour = self.sim.images.resolve(image)
         pull_error = behaviour.pull_error if isinstance(behaviour, ScriptedContainer) else None
         if behaviour is None or pull_error:
             reason = pull_error or "ErrImagePull"
+            detail = (behaviour.pull_message if isinstance(behaviour, ScriptedContainer) else None) or (
+                f"{image}: not found"
+            )
+            # containerd's answer, as the kubelet's image manager reports it (pkg/kubelet/images).
             message = (
-                f'failed to pull and unpack image "{image}": failed to resolve reference "{image}": not found'
+                f'rpc error: code = NotFound desc = failed to pull and unpack image "{image}": '
+                f'failed to resolve reference "{image}": {detail}'
+                if detail.endswith("not found")
+                else f'rpc error: code = Unknown desc = failed to pull and unpack image "{image}": {detail}'
             )
             cr.state = {"waiting": {"reason": reason, "message": message}}
             self._publish(rt)
@@ -296,17 +306,29 @@ class Kubelet:
                 ):
                     break
                 if reason in ("ErrImagePull", "ImagePullBackOff"):
-                    cr.state = {
-                        "waiting": {
-                            "reason": "ImagePullBackOff",
-                            "message": f'Back-off pulling image "{image}"',
-                        }
-                    }
+                    # Since Kubernetes 1.32 the back-off message carries the last pull error
+                    # (kubernetes/kubernetes#127918, pkg/kubelet/images/image_manager.go).
+                    backoff = f'Back-off pulling image "{image}"'
+                    waiting = {"reason": "ImagePullBackOff", "message": f"{backoff}: ErrImagePull: {message}"}
+                    cr.state = {"waiting": waiting}
                     self._publish(rt)
-                    self._event(rt, cr, "BackOff", f'Back-off pulling image "{image}"')
+                    self._event(rt, cr, "BackOff", backoff)
                     self._event(rt, cr, "Failed", "Error: ImagePullBackOff", "Warning")
         self._event(rt, cr, "Pulled", f'Successfully pulled image "{image}" in 12ms (12ms including waiting)')
         return behaviour
+
+    async def _invalid_image(self, rt: PodRuntime, cr: ContainerRuntime, image: str) -> None:
+        """An unparsable reference never starts (pkg/kubelet/images ErrInvalidImageName): Pending for good."""
+        message = (
+            f'Failed to apply default image tag "{image}": couldn\'t parse image name "{image}": '
+            "invalid reference format"
+        )
+        cr.state = {"waiting": {"reason": "InvalidImageName", "message": message}}
+        self._publish(rt)
+        while True:
+            self._event(rt, cr, "InspectFailed", message, "Warning")
+            self._event(rt, cr, "Failed", "Error: InvalidImageName", "Warning")
+            await asyncio.sleep(self.sim.pull_backoff)
 
     async def _resolve_env(self, rt: PodRuntime, cr: ContainerRuntime) -> dict[str, str]:
         while True:
@@ -344,9 +366,15 @@ class Kubelet:
             if prober is not None:
                 prober.cancel()
         cr.process = None
+        oom = cr.kill_reason == "OOMKilled" or (
+            isinstance(behaviour, ScriptedContainer) and behaviour.oom_killed and cr.kill_reason is None
+        )
+        if oom:
+            code = 137  # SIGKILL from the kernel's OOM killer, reported by the runtime as OOMKilled
+        cr.kill_reason = None
         terminated = {
             "exitCode": code,
-            "reason": "Completed" if code == 0 else "Error",
+            "reason": "OOMKilled" if oom else "Completed" if code == 0 else "Error",
             "startedAt": started_at,
             "finishedAt": now_iso(),
             "containerID": cr.container_id,
@@ -396,9 +424,11 @@ class Kubelet:
         step = behaviour.run_seconds / (len(lines) + 1)
         for line in lines:
             await asyncio.sleep(step)
+            if cr.kill_reason:
+                return 137
             cr.logs.append(line)
         await asyncio.sleep(step)
-        return behaviour.exit_code
+        return 137 if cr.kill_reason else behaviour.exit_code
 
     async def _probe(self, rt: PodRuntime, cr: ContainerRuntime, probe: dict) -> None:
         period = min(float(probe.get("periodSeconds", 10)), self.sim.probe_period)
@@ -449,19 +479,27 @@ class Kubelet:
 
     # -- forced endings (deadline, eviction, node loss, deletion) -------------------------------
     async def fail(
-        self, rt: PodRuntime, reason: str, message: str, phase: str = "Failed", condition: dict | None = None
+        self,
+        rt: PodRuntime,
+        reason: str | None,
+        message: str | None,
+        phase: str = "Failed",
+        condition: dict | None = None,
+        grace: float | None = None,
     ) -> None:
-        """End the pod with ``phase``/``reason`` as kubelet or the node controller would; kills processes."""
+        """End the pod with ``phase``/``reason`` as kubelet or the node controller would; kills processes.
+
+        ``grace`` is the SIGTERM-to-SIGKILL wait (default: the sim's cap); ``0`` is a node that lost power.
+        """
         current = asyncio.current_task()
         for task in list(rt.tasks):
             if task is not current:
                 task.cancel()
-        await asyncio.gather(
-            *(c.process.terminate(self.sim.max_grace_seconds) for c in rt.containers.values() if c.process)
-        )
+        grace = self.sim.max_grace_seconds if grace is None else grace
+        await asyncio.gather(*(c.process.terminate(grace) for c in rt.containers.values() if c.process))
         for cr in rt.containers.values():
             if "terminated" not in cr.state:
-                was_running = "running" in cr.state
+                was_running = "running" in cr.state and grace > 0
                 cr.state = {
                     "terminated": {
                         "exitCode": 137,
@@ -482,19 +520,69 @@ class Kubelet:
             if cr.logs:
                 cr.logs.close()
         pod = self.store.get(PODS, rt.namespace, rt.name)
-        if pod is not None:
-            self.events.emit(pod, reason, message, type="Warning")
+        if pod is not None and reason:
+            self.events.emit(pod, reason, message or "", type="Warning")
+
+    def oom_kill(self, rt: PodRuntime, container: str | None = None) -> bool:
+        """The kernel's OOM killer ends a running container (SIGKILL; reported as OOMKilled, exit 137)."""
+        for cr in rt.main_containers():
+            if (container is None or cr.name == container) and "running" in cr.state:
+                cr.kill_reason = "OOMKilled"
+                if cr.process:
+                    cr.process.kill()
+                return True
+        return False
+
+    def mark_disruption(self, rt: PodRuntime, reason: str, message: str) -> None:
+        """Add the ``DisruptionTarget`` condition a pod gets before it is evicted or preempted."""
+        self._condition(rt, "DisruptionTarget", "True", reason, message)
+        self._publish(rt, force=True)
 
     async def _terminate(self, rt: PodRuntime, pod: dict) -> None:
+        """Graceful deletion: SIGTERM, SIGKILL after the grace period, final status, then removal.
+
+        Followed: kubernetes.io "Pod Lifecycle" (Termination of Pods) and, since 1.27, the kubelet writing
+        a terminal phase before the pod object goes (pkg/kubelet/status/status_manager.go TerminatePod: a
+        container with no exit status becomes ContainerStatusUnknown, exit 137).
+        """
         for task in list(rt.tasks):
             task.cancel()
         grace = min(float(pod["metadata"].get("deletionGracePeriodSeconds") or 0), self.sim.max_grace_seconds)
+        running = [cr for cr in rt.containers.values() if "running" in cr.state]
+        for cr in running:
+            self._event(rt, cr, "Killing", f"Stopping container {cr.name}")
+        codes = await asyncio.gather(*(self._stop(cr, grace) for cr in running))
+        for cr, code in zip(running, codes, strict=True):
+            terminated = {
+                "exitCode": code,
+                "reason": "Completed" if code == 0 else "Error",
+                "startedAt": cr.state["running"].get("startedAt"),
+                "finishedAt": now_iso(),
+                "containerID": cr.container_id,
+            }
+            cr.state, cr.ready, cr.started, cr.process = {"terminated": terminated}, False, False, None
         for cr in rt.containers.values():
-            if "running" in cr.state:
-                self._event(rt, cr, "Killing", f"Stopping container {cr.name}")
-        await asyncio.gather(*(c.process.terminate(grace) for c in rt.containers.values() if c.process))
+            if "terminated" not in cr.state:
+                cr.state = {
+                    "terminated": {
+                        "exitCode": 137,
+                        "reason": "ContainerStatusUnknown",
+                        "message": "The container could not be located when the pod was terminated",
+                    }
+                }
+                cr.ready = cr.started = False
+        if rt.node is not None and rt.outcome is None:
+            codes = [c.state["terminated"]["exitCode"] for c in rt.main_containers()]
+            rt.outcome = {"phase": "Failed" if any(codes) else "Succeeded", "reason": None, "message": None}
+            self._publish(rt, force=True)
         self.kill(rt)
         self.store.remove(PODS, rt.namespace, rt.name)
+
+    async def _stop(self, cr: ContainerRuntime, grace: float) -> int:
+        if cr.process is not None:
+            code = await cr.process.terminate(grace)
+            return 137 if code is None else code
+        return 143  # a scripted container dies of SIGTERM at once (no handler)
 
     def kill(self, rt: PodRuntime) -> list[ContainerProcess]:
         """Stop everything of a pod right away (SIGKILL); returns the killed processes (to reap)."""
@@ -600,7 +688,7 @@ class Kubelet:
             "conditions": [rt.conditions[k] for k in order if k in rt.conditions],
         }
         if rt.outcome:
-            status.update(reason=rt.outcome["reason"], message=rt.outcome["message"])
+            status.update({k: rt.outcome[k] for k in ("reason", "message") if rt.outcome.get(k)})
         if rt.node:
             status.update(
                 hostIP="127.0.0.1",

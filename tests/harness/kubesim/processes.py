@@ -86,14 +86,24 @@ class ContainerProcess:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._proc.wait(), timeout)
 
-    async def terminate(self, grace_seconds: float) -> None:
-        """SIGTERM the group, then SIGKILL it after ``grace_seconds`` if the process is still there."""
-        if self._proc is None or self._proc.returncode is not None:
-            self.kill()
-            return
-        self.kill(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self._proc.wait(), grace_seconds)
-        except TimeoutError:
-            pass
+    async def terminate(self, grace_seconds: float) -> int | None:
+        """SIGTERM the group, then SIGKILL it after ``grace_seconds`` if the process is still there.
+
+        ``grace_seconds <= 0`` sends SIGKILL only (a node losing power).
+
+        Returns the container-style exit code (143 for a default SIGTERM death, 137 after SIGKILL, or the
+        process's own code when it handled SIGTERM and exited), ``None`` if it never started.
+        """
+        if self._proc is None:
+            return None
+        if self._proc.returncode is None and grace_seconds > 0:
+            self.kill(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._proc.wait(), grace_seconds)
         self.kill()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._proc.wait(), 5.0)
+        code = self._proc.returncode
+        if code is None:
+            return 137
+        return 128 - code if code < 0 else code

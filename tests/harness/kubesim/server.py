@@ -483,6 +483,8 @@ class ApiServer:
         for pdb in self.store.list(PDBS, namespace)[0]:
             self._check_budget(pdb, pod)
         grace, preconditions = self._delete_options(request, body.get("deleteOptions"))
+        # pkg/registry/core/pod/storage/eviction.go: the pod is marked before it is deleted.
+        self.sim.disrupt(pod, "EvictionByEvictionAPI", "Eviction API: evicting")
         self.sim.delete_object(PODS, namespace, name, grace, preconditions)
         return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}, 201)
 

@@ -21,6 +21,7 @@ from .events import EventRecorder
 from .faults import Faults, RecordedRequest, RequestLog
 from .kubelet import Kubelet
 from .processes import kill_all_groups
+from .quota import admit_pod, refresh_status
 from .resources import Resource, resource_for
 from .selectors import LabelSelector, parse_label_selector, selector_from_spec
 from .server import ApiServer
@@ -55,6 +56,7 @@ class KubeSim:
         self.crash_backoff = 0.5  # first CrashLoopBackOff delay (doubles, capped at 5 s)
         self.max_grace_seconds = 2.0  # cap on terminationGracePeriodSeconds
         self._lock = threading.Lock()
+        self._admission = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -209,8 +211,16 @@ class KubeSim:
 
     # -- objects -------------------------------------------------------------------------------
     def create_object(self, res: Resource, obj: dict) -> dict:
-        """Create through the same defaulting and validation as a POST (used by the API and controllers)."""
-        created = self.store.create(res, prepare_for_create(res, obj))
+        """Create through the same defaulting, validation and admission as a POST (API and controllers)."""
+        obj = prepare_for_create(res, obj)
+        if res.kind == "Pod":
+            # Two creates must not both squeeze under a quota: admission and the write happen under one lock.
+            with self._admission:
+                admit_pod(self.store, obj)
+                created = self.store.create(res, obj)
+            refresh_status(self.store, created["metadata"]["namespace"])
+            return created
+        created = self.store.create(res, obj)
         if res.kind == "Namespace":
             sa = {"metadata": {"name": "default", "namespace": created["metadata"]["name"]}}
             self.store.create(resource_for("ServiceAccount"), sa)
@@ -395,19 +405,100 @@ class KubeSim:
         condition = {"type": "DisruptionTarget", "reason": "DeletionByPodGC", "message": message}
         self._call(self._force_end(namespace, name, "NodeLost", message, phase, condition))
 
+    def reboot_node(self, namespace: str, name: str) -> None:
+        """The node running the pod rebooted: its containers are gone without SIGTERM.
+
+        What the kubelet reports afterwards (pkg/kubelet/kubelet_pods.go, convertToAPIContainerStatuses): each
+        container that was running is terminated with reason ContainerStatusUnknown, exit 137, "The container
+        could not be located when the pod was terminated"; a restartPolicy Never pod is Failed with no pod
+        reason, message or DisruptionTarget condition.
+        """
+        self._call(self._force_end(namespace, name, None, None, "Failed", None, grace=0))
+
+    def oom_kill(self, namespace: str, name: str, container: str | None = None) -> None:
+        """The kernel's OOM killer kills the pod's running container at its memory limit.
+
+        kubernetes.io "Assign Memory Resources to Containers": the container is terminated with reason
+        OOMKilled and exit code 137 (128 + SIGKILL); with restartPolicy Never the pod is Failed, with no
+        pod-level reason.
+        """
+
+        async def kill() -> None:
+            pod = self.store.get(PODS, namespace, name)
+            runtime = self.kubelet.runtime(pod) if pod else None
+            if runtime is None or not self.kubelet.oom_kill(runtime, container):
+                raise RuntimeError(f"pod {namespace}/{name} has no running container to OOM-kill")
+
+        self._call(kill())
+
+    def preempt_pod(self, namespace: str, name: str, preemptor: str = "high-priority") -> None:
+        """The scheduler preempts the pod for a higher-priority one: DisruptionTarget, then graceful deletion.
+
+        Followed: pkg/scheduler/framework/preemption/preemption.go (prepareCandidate): the victim gets the
+        condition DisruptionTarget=True, reason PreemptionByScheduler, message "<scheduler>: preempting to
+        accommodate a higher priority pod", a "Preempted" event, and is then deleted with its own
+        terminationGracePeriodSeconds (kubernetes.io "Pod Priority and Preemption", "Disruptions").
+        """
+
+        async def preempt() -> None:
+            pod = self.store.get(PODS, namespace, name)
+            if pod is None:
+                raise not_found(PODS, name)
+            scheduler = pod["spec"].get("schedulerName", "default-scheduler")
+            message = f"{scheduler}: preempting to accommodate a higher priority pod"
+            self.disrupt(pod, "PreemptionByScheduler", message)
+            node = pod["spec"].get("nodeName") or "kubesim-node"
+            self.events.emit(
+                pod, "Preempted", f"Preempted by {namespace}/{preemptor} on node {node}", component=scheduler
+            )
+            self.delete_object(PODS, namespace, name)
+
+        self._call(preempt())
+
+    def disrupt(self, pod: dict, reason: str, message: str) -> None:
+        """Set ``DisruptionTarget=True`` with ``reason`` on a pod about to be deleted (server thread only)."""
+        runtime = self.kubelet.runtime(pod)
+        if runtime is not None:
+            self.kubelet.mark_disruption(runtime, reason, message)
+            return
+        condition = {"type": "DisruptionTarget", "status": "True", "reason": reason, "message": message}
+
+        def apply(obj: dict) -> dict:
+            conditions = [c for c in obj["status"].get("conditions") or [] if c["type"] != "DisruptionTarget"]
+            obj["status"]["conditions"] = [*conditions, condition]
+            return obj
+
+        self.store.mutate(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"], apply)
+
+    def add_node_after(self, seconds: float, name: str, **kwargs: Any) -> threading.Timer:
+        """Register a node ``seconds`` from now (a node pool scaling up); returns the started timer."""
+        timer = threading.Timer(seconds, self.add_node, args=(name,), kwargs=kwargs)
+        timer.daemon = True
+        timer.start()
+        return timer
+
     async def _force_end(
-        self, namespace: str, name: str, reason: str, message: str, phase: str, condition: dict
+        self,
+        namespace: str,
+        name: str,
+        reason: str | None,
+        message: str | None,
+        phase: str,
+        condition: dict | None,
+        grace: float | None = None,
     ) -> None:
         pod = self.store.get(PODS, namespace, name)
         if pod is None:
             raise not_found(PODS, name)
         runtime = self.kubelet.runtime(pod)
         if runtime is not None:
-            await self.kubelet.fail(runtime, reason, message, phase, condition)
+            await self.kubelet.fail(runtime, reason, message, phase, condition, grace=grace)
             return
 
         def apply(obj: dict) -> dict:
-            obj["status"].update(phase=phase, reason=reason, message=message)
+            obj["status"]["phase"] = phase
+            if reason:
+                obj["status"].update(reason=reason, message=message)
             return obj
 
         self.store.mutate(PODS, namespace, name, apply)

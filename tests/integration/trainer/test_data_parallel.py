@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ACCURACY_TOLERANCE = 0.005
@@ -87,6 +89,7 @@ def test_sigterm_to_torchrun_stops_every_rank_after_a_checkpoint_and_the_retry_r
     try:
         for line in proc.stdout:
             if line.startswith("checkpoint ") and line.rstrip().endswith("epoch-0001.pt"):
+                time.sleep(1.0)  # into epoch 2 (an epoch is ~700 steps of 2 ranks here)
                 os.kill(proc.pid, signal.SIGTERM)  # the launcher only, as the kubelet does
                 break
         output, _ = proc.communicate(timeout=120)
@@ -94,9 +97,10 @@ def test_sigterm_to_torchrun_stops_every_rank_after_a_checkpoint_and_the_retry_r
         os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
     assert proc.returncode == 143, output
     names = sorted(p.name for p in (out / "checkpoints").iterdir())
-    mid = [n for n in names if n.startswith("epoch-0001-batch-")]
-    assert mid, names
-    batch = int(mid[0][len("epoch-0001-batch-") : -len(".pt")])
+    mid = [m for n in names if (m := re.match(r"^epoch-(\d{4})-batch-(\d{6})\.pt$", n))]
+    assert len(mid) == 1, names  # the batch the ranks agreed to stop after
+    epoch, batch = int(mid[0].group(1)), int(mid[0].group(2))
+    assert epoch >= 1 and batch > 0
 
     resumed = subprocess.run(
         [sys.executable, "-m", "mlops.trainer", "--output-dir", str(out), *args, "--nproc-per-node", "2"],
@@ -106,5 +110,5 @@ def test_sigterm_to_torchrun_stops_every_rank_after_a_checkpoint_and_the_retry_r
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"resumed from epoch 1 batch {batch}" in resumed.stdout
+    assert f"resumed from epoch {epoch} batch {batch}" in resumed.stdout
     assert _metrics(out)["epochs"] == 3

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 
 from mlops.promotion.gates import Samples
 from mlops.registry import artifact_uri, checkpoint_uri, validate_metrics
+from mlops.trainer import exit_codes
 
 MODEL, VERSION = "digits-mlp", "v20261127t020000-1a2b3c4d"
 IMAGE = "ghcr.io/mlops-airflow/trainer:0.1.0"
@@ -184,11 +186,11 @@ def test_sigterm_mid_epoch_checkpoints_that_batch_and_the_retry_resumes_there_no
     assert proc.returncode == 143, out
     assert "received SIGTERM" in out
     checkpoints = keys(s3_client, s3_bucket, ckpt_prefix)
-    mid = [k for k in checkpoints if k.startswith("epoch-0001-batch-")]
-    assert len(mid) == 1, checkpoints  # the position inside epoch 2, after epoch 1's checkpoint
-    batch = int(mid[0][len("epoch-0001-batch-") : -len(".pt")])
-    assert 0 < batch < 1437
-    assert "epoch-0002.pt" not in checkpoints
+    mid = [m for k in checkpoints if (m := re.match(r"^epoch-(\d{4})-batch-(\d{6})\.pt$", k))]
+    assert len(mid) == 1, checkpoints  # the batch it stopped after, beside the epoch checkpoints
+    epoch, batch = int(mid[0].group(1)), int(mid[0].group(2))
+    assert epoch >= 1 and 0 < batch < 1437
+    assert f"epoch-{epoch + 1:04d}.pt" not in checkpoints  # stopped inside epoch `epoch + 1`
     assert not keys(s3_client, s3_bucket, f"models/{MODEL}/versions/{VERSION}/"), (
         "no outputs from a stopped run"
     )
@@ -196,10 +198,12 @@ def test_sigterm_mid_epoch_checkpoints_that_batch_and_the_retry_resumes_there_no
     resumed = trainer([*args, "--seed", "0"], env, tmp_path, timeout=120)
 
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resumed from epoch 1 batch {batch}" in resumed.stdout
-    assert [line.split()[1] for line in epoch_lines(resumed.stdout)] == ["2/3", "3/3"]
+    assert f"resumed from epoch {epoch} batch {batch}" in resumed.stdout  # not from epoch-{epoch}.pt
+    assert [line.split()[1] for line in epoch_lines(resumed.stdout)] == [
+        f"{e}/3" for e in range(epoch + 1, 4)
+    ]
     metrics = get_json(s3_client, s3_bucket, f"models/{MODEL}/versions/{VERSION}/metrics.json")
-    assert (metrics["epochs"], metrics["resumed_from_epoch"]) == (3, 1)
+    assert (metrics["epochs"], metrics["resumed_from_epoch"]) == (3, epoch)
 
     # The same run without the interruption ends with the same model: same batches, same order.
     other = "v20261127t020000-ffffffff"
@@ -237,26 +241,47 @@ def test_the_trainer_reads_an_npz_dataset_from_s3(s3_server, s3_client, s3_bucke
 @pytest.mark.parametrize(
     ("args", "env_change", "code", "message"),
     [
-        (["--epochs", "0"], {}, 2, "trainer: error: epochs: must be between 1 and 100000, got 0"),
-        (["--learning-rate", "0"], {}, 2, "trainer: error: learning_rate: must be greater than 0.0"),
+        (
+            ["--epochs", "0"],
+            {},
+            exit_codes.CONFIGURATION,
+            "trainer: error: epochs: must be between 1 and 100000, got 0",
+        ),
+        (
+            ["--learning-rate", "0"],
+            {},
+            exit_codes.CONFIGURATION,
+            "trainer: error: learning_rate: must be greater than 0.0",
+        ),
         (
             [],
             {"ARTIFACT_URI": "s3:/bucket/x"},
-            2,
+            exit_codes.CONFIGURATION,
             "trainer: error: ARTIFACT_URI: expected s3://bucket/prefix/",
         ),
-        ([], {"MODEL_VERSION": None}, 2, "trainer: error: MODEL_VERSION: environment variable is not set"),
+        (
+            [],
+            {"MODEL_VERSION": None},
+            exit_codes.CONFIGURATION,
+            "trainer: error: MODEL_VERSION: environment variable is not set",
+        ),
         (
             ["--dataset-uri", "s3://{bucket}/no/such.npz"],
             {},
-            2,
+            exit_codes.DATA,
             "trainer: error: dataset_uri: s3://{bucket}/no/such.npz does not exist",
         ),
         (
             [],
             {"ARTIFACT_URI": "s3://no-such-bucket-here/m/"},
-            3,
+            exit_codes.CONFIGURATION,
             "trainer: error: ARTIFACT_URI: bucket 'no-such-bucket-here' is not usable",
+        ),
+        (
+            [],
+            {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"},  # nothing listens: S3 is down, not misconfigured
+            exit_codes.TRANSIENT_STORAGE,
+            "trainer: error: ARTIFACT_URI: cannot reach S3",
         ),
     ],
 )

@@ -334,6 +334,37 @@ def test_a_full_gpu_quota_waits_deferred_without_retries_or_pages_until_gpus_com
     assert [e for e in pagerduty.bodies("/v2/enqueue") if "train_model" in e["dedup_key"]] == []
 
 
+def test_a_quota_403_at_pod_create_waits_instead_of_burning_retries(
+    training_dag, cluster, kube, pagerduty, monkeypatch, capfd
+):
+    """Another run took the GPUs between our look at the quota and our create: the API refuses the
+    pod with 403 "exceeded quota" (no pod exists). The task waits and creates it later, on try 1."""
+    ns = cluster["namespace"]
+    monkeypatch.setenv("MLOPS_TRAINING_GPU_WAIT_POLL_SECONDS", "1")
+    refusal = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "message": 'pods "train-model" is forbidden: exceeded quota: mlops-training-gpus, requested: '
+        "requests.nvidia.com/gpu=1, used: requests.nvidia.com/gpu=2, limited: requests.nvidia.com/gpu=2",
+        "reason": "Forbidden",
+        "code": 403,
+    }
+    kube.faults.add(method="POST", path=rf"/namespaces/{ns}/pods$", status=403, times=2, body=refusal)
+    kube.register_image(SCRIPTED, ScriptedContainer(logs=["trained"], exit_code=0))
+
+    dr, tis = _run(
+        training_dag, {"model_name": "digits-race", "compute_profile": "gpu-small", "image": SCRIPTED}
+    )
+
+    assert tis["train_model"].state == "success"
+    assert tis["train_model"].try_number == 1  # the two refusals spent no retry
+    posts = kube.requests_matching("POST", rf"/namespaces/{ns}/pods$")
+    assert [r.status for r in posts] == [403, 403, 201]
+    assert "waiting for 1 GPU(s): the pod was refused" in "".join(capfd.readouterr())
+    assert [e for e in pagerduty.bodies("/v2/enqueue") if "train_model" in e["dedup_key"]] == []
+
+
 def test_a_run_that_waits_past_its_gpu_budget_fails_naming_the_quota(
     training_dag, cluster, kube, monkeypatch
 ):

@@ -7,7 +7,8 @@ released and pinned, a sensor in reschedule mode (it holds no worker slot betwee
 watches the run's other tasks:
 
 - budget = the run's ``gpu_wait_minutes`` + ``timeout_minutes`` + ``training_budget_margin_minutes``,
-  counted from when the run started (a cleared run starts again, and so does its budget);
+  counted from when the run started or was last cleared (its ``queued_at``): a cleared run
+  starts again, and so does its budget;
 - past the budget with work still going: Slack on the first look past the deadline, and a
   PagerDuty trigger on every look, whose ``dedup_key`` names the run (PagerDuty keeps one
   incident per key, so a look that the scheduler delayed cannot lose the page);
@@ -75,7 +76,9 @@ class RunBudgetSensor(BaseSensorOperator):
         from airflow.sdk import timezone
 
         dag_run = context["dag_run"]
-        started: datetime = dag_run.start_date or dag_run.run_after
+        # Clearing sets queued_at (and, for a finished run, start_date) anew: the budget restarts.
+        anchors = [t for t in (dag_run.start_date, getattr(dag_run, "queued_at", None)) if t]
+        started: datetime = max(anchors) if anchors else dag_run.run_after
         deadline = started + budget(context["params"], get_settings())
         now = timezone.utcnow()
         states = self._states(context)

@@ -40,7 +40,9 @@ def _poke(started_ago: timedelta, states: dict) -> bool:
     context = {
         "ti": _TaskInstance(states),
         "dag_run": types.SimpleNamespace(
-            start_date=datetime.now(UTC) - started_ago, run_after=datetime.now(UTC) - started_ago
+            start_date=datetime.now(UTC) - started_ago,
+            queued_at=datetime.now(UTC) - started_ago - timedelta(seconds=5),
+            run_after=datetime.now(UTC) - started_ago,
         ),
         "params": PARAMS,
     }
@@ -83,6 +85,21 @@ def test_later_looks_keep_the_one_incident_without_repeating_slack(receivers):
     assert [e["event_action"] for e in events] == ["trigger", "trigger"]
     assert len({e["dedup_key"] for e in events}) == 1
     assert slack.bodies() == []  # Slack was told on the first look past the deadline
+
+
+def test_a_cleared_run_gets_a_fresh_budget(receivers):
+    """Clearing a running task sets the run's queued_at anew (its start_date stays): the budget restarts."""
+    from airflow.sdk import DAG
+
+    from mlops.training.budget import RunBudgetSensor
+
+    slack, pagerduty = receivers
+    with DAG("budget_probe", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+        sensor = RunBudgetSensor(task_id="watch_run_budget", watched=["train_model"], poke_interval=60)
+    now = datetime.now(UTC)
+    run = types.SimpleNamespace(start_date=now - timedelta(hours=5), queued_at=now - timedelta(minutes=1))
+    assert sensor.poke({"ti": _TaskInstance(RUNNING), "dag_run": run, "params": PARAMS}) is False
+    assert slack.bodies() == [] and pagerduty.bodies() == []
 
 
 def test_the_incident_is_resolved_when_the_run_ends(receivers):

@@ -20,14 +20,26 @@ event on the `model_candidates` asset, which schedules `mlops_promotion`.
    preemption, lost node, image pull) are retried with exponential backoff and resume from
    the newest checkpoint; a non-zero exit of the training code fails at once unless
    `retry_on_training_failure`.
-2. `register_candidate`: validates `metrics.json` and records the candidate.
+2. `register_candidate`: validates `metrics.json` and records the candidate with its lineage
+   (image digest from the finished pod, seed, labels, hyperparameters). The `model_candidates`
+   event's extra carries `promote`: true for the nightly run (or a run that set `promote`),
+   false otherwise; the promotion DAG promotes only candidates with `promote: true`.
+3. `watch_run_budget`: the run-time budget alert (see Alerts).
 
 ## Alerts
-Task failures go to Slack and PagerDuty; a run not finished 8 h after it was queued raises a
-deadline alert through the same routing (the run itself keeps going until `dagrun_timeout`).
+- Task failures go to Slack and PagerDuty, except a run whose parameters were refused before
+  any pod existed (a user's mistake): Slack only.
+- `watch_run_budget` alerts (Slack once, PagerDuty) when the run is still going after its
+  `gpu_wait_minutes` + `timeout_minutes` + a margin (`MLOPS_TRAINING_BUDGET_MARGIN_MINUTES`, 30),
+  and resolves the incident when the run ends. It replaces a DeadlineAlert, which made runs
+  impossible to clear on Airflow 3.3 (apache/airflow#70368).
+- A run that does not fit the namespace's GPU quota waits (task state *deferred*, its log says
+  for what) for up to `gpu_wait_minutes`; waiting spends no retry and pages no one.
 
 ## Triage
 - `train_model` failed before any pod: the message names the parameter; trigger again with a valid value.
+- `train_model` is *deferred*: it waits for GPUs; its log names the quota and the pods holding them.
+- Clear a task or the run to re-run it (a running pod is deleted first).
 - `train_model` failed with "application failure": read the trainer's log lines above the
   error (the pod's termination message is included). Fix the code/data, then re-run.
 - `train_model` retried: look for `Evicted`/`NodeLost`/`ImagePullBackOff` in the pod events
@@ -47,7 +59,9 @@ from airflow.sdk import dag, get_current_context, task
 
 from mlops import tags
 from mlops.assets import MODEL_CANDIDATES
-from mlops.callbacks import deadline_alert, failure_callbacks
+from mlops.callbacks import failure_callbacks
+from mlops.training.alerts import training_failure_callbacks
+from mlops.training.budget import RunBudgetSensor
 from mlops.training.operator import TrainingPodOperator
 from mlops.training.params import training_params
 
@@ -58,9 +72,8 @@ from mlops.training.params import training_params
     catchup=False,
     max_active_runs=4,
     dagrun_timeout=timedelta(days=7, hours=1),
-    # The run budget: a default run (4 h pod deadline) plus retries fits; a run still going
-    # after 8 h pages through the same routing as failures, while it keeps running.
-    deadline=deadline_alert(timedelta(hours=8), name="training_run_budget"),
+    # No DeadlineAlert: on Airflow 3.3 it makes the run impossible to clear (apache/airflow#70368),
+    # and its interval is fixed per DAG; the watch_run_budget task follows each run's own timeout.
     params=training_params(),
     tags=[tags.TRAINING, tags.GPU, tags.KUBERNETES, tags.SCHEDULED, tags.API_TRIGGERED],
     doc_md=__doc__,
@@ -80,6 +93,8 @@ def mlops_training():
         retry_exponential_backoff=True,
         max_retry_delay=timedelta(minutes=30),
         execution_timeout=timedelta(days=7),
+        # A refused run (the user's mistake) goes to Slack only; other failures page.
+        on_failure_callback=training_failure_callbacks(),
     )
 
     @task(outlets=[MODEL_CANDIDATES])
@@ -88,30 +103,24 @@ def mlops_training():
         from airflow.sdk.exceptions import AirflowFailException
 
         from mlops.settings import get_settings
+        from mlops.training.lineage import candidate_event_extra, candidate_lineage
         from mlops.training.tasks import register_candidate as register
 
         ctx = get_current_context()
         plan = ctx["ti"].xcom_pull(task_ids="train_model", key="plan")
-        lineage = {
-            "dag_id": ctx["dag"].dag_id,
-            "run_id": ctx["run_id"],
-            "image": plan["image"],
-            "compute_profile": plan["compute_profile"],
-            "gpus": plan["gpus"],
-        }
+        image_id = ctx["ti"].xcom_pull(task_ids="train_model", key="image_id")
+        lineage = candidate_lineage(plan, ctx["dag"].dag_id, ctx["run_id"], image_id)
         try:
             entry = register(plan, lineage, get_settings())
         except ValueError as exc:  # missing or malformed metrics.json: a retry cannot fix it
             raise AirflowFailException(str(exc)) from exc
-        ctx["outlet_events"][MODEL_CANDIDATES].extra = {
-            "model": plan["model_name"],
-            "version": plan["model_version"],
-            "accuracy": entry["metrics"].get("accuracy"),
-            "artifact_uri": plan["artifact_uri"],
-        }
+        ctx["outlet_events"][MODEL_CANDIDATES].extra = candidate_event_extra(plan, entry)
         return entry
 
-    train >> register_candidate()
+    registered = register_candidate()
+    train >> registered
+    # Alerts when the run outlives gpu_wait_minutes + timeout_minutes + a margin; resolves when it ends.
+    RunBudgetSensor(task_id="watch_run_budget", watched=[train.task_id, registered.operator.task_id])
 
 
 mlops_training()

@@ -34,6 +34,11 @@ class Settings:
 
     # Images.
     trainer_image: str = "ghcr.io/mlops-airflow/trainer:0.1.0"
+    # Where a run's `image` may come from: comma-separated registries/namespaces ending in "/"
+    # (anything under them) or whole repositories (any tag or digest of them). Empty: the
+    # repository of trainer_image only. Read when the DAG file is parsed (the trigger form's
+    # pattern) and again when the run is planned.
+    trainer_image_allowlist: str = ""
     model_server_image: str = "ghcr.io/mlops-airflow/model-server:0.1.0"
 
     # Training pods: S3 credentials come from this Secret (keys aws_access_key_id,
@@ -45,6 +50,13 @@ class Settings:
     pod_startup_timeout_seconds: int = 600
     pod_poll_interval_seconds: float = 5.0
     keep_failed_pods: bool = False
+    # Training pods: seconds between SIGTERM and SIGKILL, so the trainer can write its checkpoint.
+    training_termination_grace_seconds: int = 120
+    # The run-time budget alert fires this long after a run's own timeout_minutes (plus its GPU wait).
+    training_budget_margin_minutes: int = 30
+    training_budget_poll_seconds: float = 60.0  # how often watch_run_budget looks (reschedule mode)
+    # How often a training run that waits for GPUs looks again (a deferral, not a retry).
+    training_gpu_wait_poll_seconds: float = 60.0
 
     # Links in alerts point here.
     airflow_base_url: str = "http://localhost:8080"

@@ -82,6 +82,7 @@ def standalone(
         "MLOPS_MODEL_SERVER_REPLICAS": "1",
         "MLOPS_MODEL_SERVER_PROGRESS_DEADLINE_SECONDS": "120",
         "MLOPS_PROMOTION_POLL_SECONDS": "0.5",
+        "MLOPS_TRAINING_BUDGET_POLL_SECONDS": "2",  # the training run ends within 2 s of its work
         "MLOPS_PG_BIN": "/usr/lib/postgresql/15/bin",
         "MLOPS_BACKUP_VERIFY_ON_SOURCE": "true",  # one test cluster: restore tests on the source
         "MLOPS_HEALTH_CHECKS_PATH": str(checks),

@@ -25,6 +25,12 @@ def _runs(api) -> list:
         ({"gpus": 9}, "gpus"),
         ({"model_name": "Bad Name!"}, "model_name"),
         ({"image": "not an image"}, "image"),
+        # Outside MLOPS_TRAINER_IMAGE_ALLOWLIST (here: the e2e trainer's repository) -- issue 13, bug 10.
+        ({"image": "docker.io/attacker/miner:latest"}, "image"),
+        ({"image": "registry.example.com/mlops/trainer-evil:e2e"}, "image"),
+        # A typed field cannot be overridden through extra_args -- issue 13, bug 14.
+        ({"extra_args": ["--epochs=500"]}, "extra_args"),
+        ({"hyperparameters": {"epochs": 5}}, "hyperparameters"),
     ],
 )
 def test_invalid_conf_is_refused_with_400_naming_the_field_and_no_run_is_created(api, conf, field):

@@ -195,7 +195,7 @@ def _run_count(api) -> int:
 # -- specifications ------------------------------------------------------------------------
 def test_trigger_form_shows_every_param_with_its_title_and_description(page, standalone):
     params = training_params()
-    assert len(params) == 11
+    assert len(params) == 16
     dialog = _open_trigger_form(page, standalone.url)
 
     for name, param in params.items():
@@ -226,7 +226,7 @@ def test_valid_values_trigger_a_run_that_the_ui_and_the_rest_api_show_with_that_
     _field(dialog, titles["compute_profile"]).get_by_role("combobox").click()
     page.get_by_role("option", name="gpu-large", exact=True).click()
     _field(dialog, titles["gpus"]).get_by_role("spinbutton").fill("4")
-    _field(dialog, titles["extra_args"]).get_by_role("textbox").fill("--seed=7\n--warmup=2")
+    _field(dialog, titles["extra_args"]).get_by_role("textbox").fill("--hidden-units=64\n--warmup=2")
     retry = _field(dialog, titles["retry_on_training_failure"])
     retry.locator('[data-scope="switch"][data-part="control"]').click()
     expect(retry.get_by_role("checkbox")).to_be_checked()
@@ -256,7 +256,7 @@ def test_valid_values_trigger_a_run_that_the_ui_and_the_rest_api_show_with_that_
         "learning_rate": 0.05,
         "compute_profile": "gpu-large",
         "gpus": 4,
-        "extra_args": ["--seed=7", "--warmup=2"],
+        "extra_args": ["--hidden-units=64", "--warmup=2"],
         "retry_on_training_failure": True,
     }
     assert run.triggered_by == ac.DagRunTriggeredByType.UI

@@ -47,6 +47,21 @@ def main(out: Path) -> int:
             f"CUDA bf16/CPU fp32 = {bf16 / cpu:.1f}"
         )
 
+    scaled = sorted(
+        (runs[name].get("world_size", 1), rate(name)) for name in runs if name.startswith("ddp-gpus-")
+    )
+    if len(scaled) > 1 and scaled[0][1]:
+        (one, base), (n, top) = scaled[0], scaled[-1]
+        print(
+            f"data-parallel: {base:.0f} samples/s on {one} GPU, {top:.0f} on {n} GPUs: "
+            f"scaling {top / base:.2f}x ({top / base / n:.0%} of linear)"
+        )
+    for name in runs:
+        if name.startswith("ddp-gpus-") and name != "ddp-gpus-1" and runs[name].get("world_size", 1) < 2:
+            problems.append(
+                f"{name}: expected a data-parallel run, got world_size {runs[name].get('world_size')}"
+            )
+
     onnx_file = out / "cuda-bf16-reference" / "model.onnx"
     if onnx_file.exists():
         try:

@@ -81,6 +81,24 @@ train cuda-bf16-reference --device cuda --precision bf16 --epochs 30 --learning-
   --batch-size 32 --checkpoint-every 10 "${ONNX_FLAG[@]}" || status=1
 grep -E "resumed from epoch" "$OUT/cuda-bf16-reference.log" || { echo "PROBLEM: no resume"; status=1; }
 
+# 5. Data-parallel scaling: the same global batch on 1 GPU and on every GPU of the machine
+#    (torchrun --nproc-per-node=N, DDP over NCCL). Throughput and the ratio are in the summary.
+NGPU=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())")
+echo "GPUs visible: $NGPU"
+SCALE_ARGS=(--device cuda --precision bf16 --epochs 200 --learning-rate 0.001 --batch-size 1680
+  --hidden-units 4096 --checkpoint-every 100 --skip-onnx)  # 1680: divisible by every count 1-8
+train ddp-gpus-1 "${SCALE_ARGS[@]}" || status=1
+if (( NGPU > 1 )); then
+  train "ddp-gpus-$NGPU" "${SCALE_ARGS[@]}" --nproc-per-node "$NGPU" || status=1
+  grep -E "data-parallel over $NGPU processes \(nccl\)" "$OUT/ddp-gpus-$NGPU.log" \
+    || { echo "PROBLEM: no NCCL data-parallel run"; status=1; }
+  # Resume on every rank from rank 0's checkpoint: 200 more epochs continue from epoch 200.
+  train "ddp-gpus-$NGPU" "${SCALE_ARGS[@]/200/400}" --nproc-per-node "$NGPU" || status=1
+  grep -E "resumed from epoch 200" "$OUT/ddp-gpus-$NGPU.log" || { echo "PROBLEM: no DDP resume"; status=1; }
+else
+  echo "one GPU: data-parallel scaling not measured (NCCL needs one GPU per rank)"
+fi
+
 section "summary"
 "$PYTHON" tests/gpu/check_outputs.py "$OUT" || status=1
 echo "outputs in $OUT"

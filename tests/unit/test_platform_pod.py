@@ -49,7 +49,7 @@ def test_pod_runs_restricted(monkeypatch):
     }
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
-    assert mounts == {"/tmp": "tmp", "/scratch": "scratch"}
+    assert mounts == {"/tmp": "tmp", "/scratch": "scratch", "/dev/shm": "dshm"}
     assert all("emptyDir" in volumes[name] for name in mounts.values())
     assert spec["automountServiceAccountToken"] is False
     assert spec["serviceAccountName"] == "mlops-trainer"

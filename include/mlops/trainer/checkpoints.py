@@ -1,9 +1,11 @@
-"""Periodic training checkpoints (``epoch-0003.pt``) and resuming from the newest one.
+"""Training checkpoints and resuming from the newest one.
 
-A checkpoint holds the model and optimizer state, the epoch, the random-number
-generator states and running throughput figures, so a resumed run continues exactly
-where the interrupted one stopped. It is loaded with ``weights_only=True``: a
-checkpoint can never run code.
+``epoch-0003.pt`` is written after epoch 3; ``epoch-0003-batch-000042.pt`` when the run was
+stopped (SIGTERM) after 42 global batches of epoch 4. A checkpoint holds the model and
+optimizer state, the position, the running loss of a partial epoch and throughput figures;
+each epoch's order is a function of the seed and the epoch, so a resumed run replays the
+same batches as an uninterrupted one. It is loaded with ``weights_only=True``: a
+checkpoint can never run code. In a data-parallel run only rank 0 writes; every rank reads.
 """
 
 from __future__ import annotations
@@ -16,30 +18,39 @@ import torch
 
 from mlops.trainer.storage import Location
 
-FORMAT = 1
-_NAME = re.compile(r"^epoch-(\d{4,})\.pt$")
+FORMAT = 2
+_NAME = re.compile(r"^epoch-(\d{4,})(?:-batch-(\d{6,}))?\.pt$")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint exists but cannot be used by this run."""
 
 
-def checkpoint_name(epoch: int) -> str:
-    return f"epoch-{epoch:04d}.pt"
+def checkpoint_name(epoch: int, batch: int = 0) -> str:
+    """The name of the checkpoint after ``epoch`` whole epochs and ``batch`` batches of the next."""
+    return f"epoch-{epoch:04d}-batch-{batch:06d}.pt" if batch else f"epoch-{epoch:04d}.pt"
+
+
+def list_positions(location: Location) -> list[tuple[int, int]]:
+    """``(epoch, batch)`` of every checkpoint in ``location``, oldest first."""
+    return sorted(
+        (int(m.group(1)), int(m.group(2) or 0)) for name in location.names() if (m := _NAME.match(name))
+    )
 
 
 def list_epochs(location: Location) -> list[int]:
-    """Epochs that have a checkpoint in ``location``, oldest first."""
-    return sorted(int(m.group(1)) for name in location.names() if (m := _NAME.match(name)))
+    """Epochs that have an end-of-epoch checkpoint in ``location``, oldest first."""
+    return [epoch for epoch, batch in list_positions(location) if batch == 0]
 
 
 def save(location: Location, state: dict[str, Any], keep: int) -> str:
-    """Write ``state`` as the checkpoint of ``state["epoch"]``, then drop all but the ``keep`` newest."""
+    """Write ``state`` as the checkpoint of ``(state["epoch"], state["batch"])``, then drop all but
+    the ``keep`` newest."""
     buffer = io.BytesIO()
     torch.save({**state, "format": FORMAT}, buffer)
-    uri = location.put(checkpoint_name(state["epoch"]), buffer.getvalue())
-    for epoch in list_epochs(location)[:-keep]:
-        location.delete(checkpoint_name(epoch))
+    uri = location.put(checkpoint_name(state["epoch"], state.get("batch", 0)), buffer.getvalue())
+    for position in list_positions(location)[:-keep]:
+        location.delete(checkpoint_name(*position))
     return uri
 
 
@@ -49,10 +60,10 @@ def load_newest(location: Location, compat: dict[str, Any]) -> dict[str, Any] | 
     Raises :class:`CheckpointError` when it was written by an incompatible run
     (another architecture, dataset or split), naming the differing settings.
     """
-    epochs = list_epochs(location)
-    if not epochs:
+    positions = list_positions(location)
+    if not positions:
         return None
-    name = checkpoint_name(epochs[-1])
+    name = checkpoint_name(*positions[-1])
     raw = location.get(name)
     if raw is None:  # deleted between listing and reading
         return None

@@ -3,8 +3,8 @@
 Exit codes (documented in :mod:`mlops.trainer.exit_codes`): 0 success; 1 training code
 (ONNX export failure, or a bug with its traceback); 64 configuration (arguments, environment,
 an unusable bucket); 65 data (the data set, an incompatible checkpoint); 75 transient storage
-(S3 unreachable or failing: worth a retry); 143 stopped by SIGTERM (the newest checkpoint is
-kept for the retry). Expected failures print one line,
+(S3 unreachable or failing: worth a retry); 143 stopped by SIGTERM, after a checkpoint of the
+exact position (mid-epoch included) that the retry resumes from. Expected failures print one line,
 ``trainer: error: <field>: <problem>``, to stderr and to the Kubernetes termination
 message; anything else is a bug and keeps its traceback.
 """
@@ -24,10 +24,15 @@ log = logging.getLogger("mlops.trainer")
 TERMINATION_LOG = "/dev/termination-log"
 
 
-def run(config: TrainerConfig) -> dict:
-    """Train and write every output for ``config``; return the metrics document."""
+def run(config: TrainerConfig) -> dict | None:
+    """Train and write every output for ``config``; return the metrics document.
+
+    In a data-parallel run every rank trains; only rank 0 writes the outputs (others return None).
+    """
     from mlops.trainer import loop, outputs
     from mlops.trainer.data import load_dataset
+    from mlops.trainer.distributed import ranks_from_env
+    from mlops.trainer.stopping import STOP
     from mlops.trainer.storage import open_location
 
     started = time.perf_counter()
@@ -44,7 +49,10 @@ def run(config: TrainerConfig) -> dict:
             ) from None
     data = load_dataset(config.dataset_uri, config.test_fraction, config.seed)
 
-    result = loop.train(config, data, ckpt)
+    ranks = ranks_from_env()
+    result = loop.train(config, data, ckpt, STOP, ranks)
+    if not ranks.main:
+        return None
 
     if not config.skip_onnx:
         log.info("wrote %s", artifacts.put("model.onnx", outputs.export_onnx(result.model)))
@@ -83,19 +91,28 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def _on_sigterm(signum, frame) -> None:
-    log.info("received SIGTERM: stopping; the newest checkpoint is kept for the retry")
-    raise SystemExit(exit_codes.SIGTERM)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the trainer with ``argv`` (default ``sys.argv[1:]``); return the process exit code."""
-    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s", force=True)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    from mlops.trainer.distributed import launch, ranks_from_env, under_torchrun
+    from mlops.trainer.stopping import STOP, Stopped
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ranks = ranks_from_env()
+    # Rank 0 speaks for the run; the other ranks log only warnings and errors.
+    level = logging.INFO if ranks.main else logging.WARNING
+    logging.basicConfig(stream=sys.stdout, level=level, format="%(message)s", force=True)
+    signal.signal(signal.SIGTERM, STOP)  # the loop checkpoints, then stops (exit 143)
     try:
-        config = load_config(sys.argv[1:] if argv is None else argv)
+        config = load_config(argv)
     except ConfigError as exc:  # before importing torch: bad input fails fast
         return _fail(str(exc), exit_codes.CONFIGURATION)
+    if config.nproc_per_node > 1 and not under_torchrun():
+        return launch(config.nproc_per_node, argv)
+    if under_torchrun() and ranks.world != config.nproc_per_node:
+        return _fail(
+            f"nproc_per_node: {config.nproc_per_node}, but torchrun started {ranks.world}",
+            exit_codes.CONFIGURATION,
+        )
 
     from mlops.trainer.checkpoints import CheckpointError
     from mlops.trainer.data import DataError
@@ -104,6 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         run(config)
+    except Stopped as exc:
+        where = (
+            f"resume from {exc.checkpoint}" if exc.checkpoint else "no progress since the newest checkpoint"
+        )
+        log.info("stopped by SIGTERM: %s", where)
+        return exit_codes.SIGTERM
     except ConfigError as exc:
         return _fail(str(exc), exit_codes.CONFIGURATION)
     except (DataError, CheckpointError) as exc:

@@ -10,9 +10,11 @@ folder instead, and the run context is optional. Every problem is reported as a
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -54,6 +56,8 @@ class TrainerConfig:
     model_version: str
     image: str | None
     git_sha: str | None
+    nproc_per_node: int = 1
+    extra_hyperparameters: dict[str, Any] | None = None
 
     def hyperparameters(self) -> dict[str, Any]:
         """The parameters that shape the model, for the model card and checkpoint compatibility."""
@@ -69,7 +73,10 @@ class TrainerConfig:
             "dataset_uri",
             "checkpoint_every",
         )
-        return {k: v for k, v in asdict(self).items() if k in keep}
+        params = {k: v for k, v in asdict(self).items() if k in keep}
+        if self.extra_hyperparameters:
+            params["hyperparameters"] = dict(self.extra_hyperparameters)
+        return params
 
 
 def split_s3_uri(uri: str, field: str) -> tuple[str, str]:
@@ -180,15 +187,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--image", default=None, help="image reference for the model card (default: $TRAINER_IMAGE)"
     )
+    p.add_argument(
+        "--nproc-per-node",
+        type=_int(1, 64),
+        default=1,
+        help="data-parallel processes (one per GPU): above 1 the trainer relaunches itself under torchrun",
+    )
+    p.add_argument(
+        "--hyperparameters",
+        default=None,
+        help="a JSON object recorded in the model card; its keys "
+        + ", ".join(APPLIED_HYPERPARAMETERS)
+        + " set those options (not also as flags)",
+    )
     return p
+
+
+# Hyperparameters the reference trainer applies, with the parsers of their flags.
+APPLIED_HYPERPARAMETERS = {
+    "hidden_units": _int(1, 65_536),
+    "weight_decay": _float(0.0, 1.0),
+    "test_fraction": _float(0.0, 0.9, low_open=True),
+}
+
+
+def _apply_hyperparameters(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
+    if args.hyperparameters is None:
+        return {}
+    try:
+        values = json.loads(args.hyperparameters)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"hyperparameters: not valid JSON ({exc.msg})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"hyperparameters: expected a JSON object, got {type(values).__name__}")
+    for key, parse in APPLIED_HYPERPARAMETERS.items():
+        if key not in values:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if any(a == flag or a.startswith(flag + "=") for a in argv):
+            raise ConfigError(f"hyperparameters.{key}: also given as {flag}; give it once")
+        if isinstance(values[key], bool):
+            raise ConfigError(f"hyperparameters.{key}: expected a number, got {values[key]!r}")
+        try:
+            setattr(args, key, parse(str(values[key])))
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(f"hyperparameters.{key}: {exc}") from None
+    return values
 
 
 def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> TrainerConfig:
     """Parse ``argv`` and the run context in ``environ``; raise :class:`ConfigError` on any bad input."""
     env = os.environ if environ is None else environ
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, unknown = build_parser().parse_known_args(argv)
     if unknown:
         raise ConfigError(f"arguments: unknown {' '.join(unknown)} (see --help)")
+    extra_hyperparameters = _apply_hyperparameters(args, argv)
 
     local = args.output_dir is not None
     if local and not args.output_dir.strip():
@@ -256,4 +310,6 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         model_version=model_version,
         image=(args.image or env.get("TRAINER_IMAGE", "").strip() or None),
         git_sha=env.get("GIT_SHA", "").strip() or None,
+        nproc_per_node=args.nproc_per_node,
+        extra_hyperparameters=extra_hyperparameters,
     )

@@ -99,6 +99,13 @@ def _scratch_volumes(scratch_size: str) -> tuple[list[k8s.V1Volume], list[k8s.V1
     return volumes, mounts
 
 
+def _shm_volume(size: str) -> tuple[k8s.V1Volume, k8s.V1VolumeMount]:
+    # Containers get a 64 MiB /dev/shm; PyTorch DataLoader workers and NCCL need far more.
+    # A memory-backed emptyDir counts against the container's memory limit, hence the sizeLimit.
+    volume = k8s.V1Volume(name="dshm", empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory", size_limit=size))
+    return volume, k8s.V1VolumeMount(name="dshm", mount_path="/dev/shm")  # noqa: S108 - the pod's own tmpfs
+
+
 class PlatformPodOperator(KubernetesPodOperator):
     """KubernetesPodOperator with the platform's defaults.
 
@@ -228,6 +235,9 @@ class PlatformPodOperator(KubernetesPodOperator):
         profile = get_profile(str(self.compute_profile))
         gpus = None if self.gpus in (None, "", "None") else int(self.gpus)
         self.container_resources = profile.resources(gpus)
+        shm_volume, shm_mount = _shm_volume(profile.shape(gpus)["shm"])
+        self.volumes = [*(self.volumes or []), shm_volume]
+        self.volume_mounts = [*(self.volume_mounts or []), shm_mount]
         self.node_selector = dict(profile.node_selector)
         self.tolerations = profile.k8s_tolerations()
         self.affinity = profile.k8s_affinity() or k8s.V1Affinity()
@@ -324,20 +334,29 @@ class TrainingPodOperator(PlatformPodOperator):
         super().__init__(image=DEFAULT_IMAGE, **kwargs)
 
     def prepare(self, context: Any) -> None:
-        from airflow.sdk.exceptions import AirflowFailException
+        from mlops.training.alerts import RunRefused
 
+        if getattr(self, "_prepared", False):
+            return
+        self._prepared = True
         settings = get_settings()
         params = context["params"]
+        run_type = getattr(context.get("dag_run"), "run_type", None)
         try:
-            plan = plan_run(params, context["run_id"], context.get("logical_date"), settings)
-        except ValueError as exc:
-            raise AirflowFailException(str(exc)) from exc
+            plan = plan_run(
+                params, context["run_id"], context.get("logical_date"), settings, run_type=run_type
+            )
+        except ValueError as exc:  # a user's mistake: no retry, and Slack only (mlops.training.alerts)
+            raise RunRefused(str(exc)) from exc
+        self.labels.update({f"run.mlops.io/{k}": v for k, v in plan.labels.items()})
         self.image = plan.image
         self.arguments = plan.arguments
         self.compute_profile = plan.compute_profile
         self.gpus = plan.gpus
         self.model_name = plan.model_name
         self.active_deadline_seconds = plan.active_deadline_seconds
+        # SIGTERM (preemption, eviction, a cleared task) to SIGKILL: the trainer checkpoints in between.
+        self.termination_grace_period = settings.training_termination_grace_seconds
         self.retry_application_failures = bool(params.get("retry_on_training_failure"))
         self.add_env(
             {
@@ -355,3 +374,79 @@ class TrainingPodOperator(PlatformPodOperator):
             "AWS_SECRET_ACCESS_KEY": (plan.s3_secret, "aws_secret_access_key"),
         }
         context["ti"].xcom_push(key="plan", value=plan.as_dict())
+
+    def execute(self, context: Any) -> Any:
+        self.prepare(context)
+        self._resolve_runtime()
+        self._wait_for_gpus(context)
+        try:
+            result = super().execute(context)
+        except Exception as exc:
+            from mlops.training.gpu_wait import is_quota_refusal
+
+            if is_quota_refusal(exc):  # another run took the GPUs between our look and the create
+                self._defer_for_gpus(context, f"the pod was refused: {str(exc).splitlines()[0][:300]}")
+            raise
+        push_image_id(self, context)
+        return result
+
+    def resume_after_gpu_wait(self, context: Any, event: Any = None) -> Any:
+        """Where a deferred GPU wait comes back: look again, then run (or wait on)."""
+        return self.execute(context)
+
+    def _wait_for_gpus(self, context: Any) -> None:
+        from mlops.training.gpu_wait import quota_shortfall
+
+        try:
+            short = quota_shortfall(
+                self.client, self.namespace, int(self.gpus or 0), self.priority_class_name
+            )
+        except Exception as exc:  # no permission to read quotas: creation's 403 still makes us wait
+            self.log.warning(
+                "cannot read the GPU quota of %s (%s); trying to create the pod", self.namespace, exc
+            )
+            return
+        if short is not None:
+            self._defer_for_gpus(
+                context,
+                f"quota {short.quota} in namespace {self.namespace} has {short.free} of {short.hard} "
+                f"GPUs free (held by {', '.join(short.holders) or 'no pod'})",
+            )
+
+    def _defer_for_gpus(self, context: Any, why: str) -> None:
+        from datetime import UTC, datetime, timedelta
+
+        from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+
+        settings = get_settings()
+        ti = context["ti"]
+        started_text = ti.xcom_pull(task_ids=self.task_id, key="gpu_wait_started")
+        now = datetime.now(UTC)
+        started = datetime.fromisoformat(started_text) if started_text else now
+        if not started_text:
+            ti.xcom_push(key="gpu_wait_started", value=now.isoformat())
+        budget = timedelta(minutes=int(context["params"].get("gpu_wait_minutes") or 0))
+        if now - started >= budget:
+            raise AirflowFailException(
+                f"gpus: waited {(now - started).total_seconds() / 60:.0f} of gpu_wait_minutes="
+                f"{budget.total_seconds() / 60:.0f} for {self.gpus} GPU(s) and they never came free: {why}"
+            )
+        poll = settings.training_gpu_wait_poll_seconds
+        self.log.info(
+            "waiting for %s GPU(s): %s. Looking again in %.0f s (deferred: no worker slot, no retry spent); "
+            "the wait ends at %s",
+            self.gpus,
+            why,
+            poll,
+            (started + budget).isoformat(timespec="seconds"),
+        )
+        self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=poll)), method_name="resume_after_gpu_wait")
+
+
+def push_image_id(operator: PlatformPodOperator, context: Any) -> None:
+    """After success: push the finished pod's ``imageID`` (the digest that really ran) to XCom
+    under ``image_id``, for the candidate's lineage. Reads only the pod ``cleanup`` last saw."""
+    from mlops.training.lineage import image_id_of
+
+    image_id = image_id_of(operator._final_pod, operator.base_container_name or "base")
+    context["ti"].xcom_push(key="image_id", value=image_id)

@@ -22,7 +22,14 @@ SPOT_TAINT = "mlops.io/spot"
 
 @dataclass(frozen=True)
 class ComputeProfile:
-    """A named resource shape. GPU requests always equal limits (extended resources require it)."""
+    """A named resource shape.
+
+    CPU, memory and ``/dev/shm`` scale with the GPU count (``*_per_gpu``; a CPU-only
+    profile uses ``cpu``/``memory``/``shm`` as they are), so a 1-GPU run on a large node
+    does not reserve the whole node. Requests equal limits for every resource: the pod
+    is in the Guaranteed QoS class (last to be evicted under node pressure, and given
+    exclusive cores by a static CPU manager), and GPU requests must equal limits anyway.
+    """
 
     name: str
     cpu: str
@@ -35,6 +42,7 @@ class ComputeProfile:
     required_node_labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
     priority_class: str | None = None
     ephemeral_storage: str = "20Gi"
+    shm: str = "1Gi"
 
     def validate_gpus(self, gpus: int | None) -> int:
         """Return the GPU count to use, or raise ``ValueError`` naming the ``gpus`` field."""
@@ -45,18 +53,29 @@ class ComputeProfile:
             )
         return count
 
+    def shape(self, gpus: int | None = None) -> dict[str, str]:
+        """The pod's per-run amounts: ``cpu``, ``memory``, ``shm`` and ``gpus`` (CPU/memory per GPU)."""
+        count = self.validate_gpus(gpus)
+        scale = max(count, 1)
+        return {
+            "cpu": _scaled(self.cpu, scale),
+            "memory": _scaled(self.memory, scale),
+            "shm": _scaled(self.shm, scale),
+            "gpus": str(count),
+        }
+
     def resources(self, gpus: int | None = None) -> k8s.V1ResourceRequirements:
-        """Requests and limits for the main container."""
+        """Requests and limits for the main container (equal: Guaranteed QoS)."""
         from kubernetes.client import models as k8s
 
-        count = self.validate_gpus(gpus)
-        requests = {"cpu": self.cpu, "memory": self.memory, "ephemeral-storage": self.ephemeral_storage}
+        shape = self.shape(gpus)
+        amounts = {"cpu": shape["cpu"], "memory": shape["memory"]}
+        amounts["ephemeral-storage"] = self.ephemeral_storage
+        if int(shape["gpus"]):
+            amounts[GPU_RESOURCE] = shape["gpus"]
         # Memory limit == request: a trainer that overruns is OOM-killed instead of starving neighbours.
-        limits = {"memory": self.memory, "ephemeral-storage": self.ephemeral_storage}
-        if count:
-            requests[GPU_RESOURCE] = str(count)
-            limits[GPU_RESOURCE] = str(count)
-        return k8s.V1ResourceRequirements(requests=requests, limits=limits)
+        # CPU limit == request: without it the pod is Burstable, evicted before Guaranteed ones.
+        return k8s.V1ResourceRequirements(requests=dict(amounts), limits=dict(amounts))
 
     def k8s_tolerations(self) -> list[k8s.V1Toleration]:
         from kubernetes.client import models as k8s
@@ -98,8 +117,9 @@ PROFILES: dict[str, ComputeProfile] = {
         ),
         ComputeProfile(
             name="gpu-small",
-            cpu="8",
-            memory="32Gi",
+            cpu="8",  # per GPU
+            memory="32Gi",  # per GPU
+            shm="4Gi",  # per GPU
             default_gpus=1,
             min_gpus=1,
             max_gpus=2,
@@ -110,8 +130,10 @@ PROFILES: dict[str, ComputeProfile] = {
         ),
         ComputeProfile(
             name="gpu-large",
-            cpu="32",
-            memory="240Gi",
+            # Per GPU: eight of them fill a 32-core, 240 GiB node share, as the profile did before.
+            cpu="4",
+            memory="30Gi",
+            shm="8Gi",
             default_gpus=8,
             min_gpus=1,
             max_gpus=8,
@@ -123,8 +145,9 @@ PROFILES: dict[str, ComputeProfile] = {
         ),
         ComputeProfile(
             name="gpu-spot",
-            cpu="8",
-            memory="32Gi",
+            cpu="8",  # per GPU
+            memory="32Gi",  # per GPU
+            shm="4Gi",  # per GPU
             default_gpus=1,
             min_gpus=1,
             max_gpus=4,
@@ -141,6 +164,12 @@ PROFILES: dict[str, ComputeProfile] = {
 }
 
 PROFILE_NAMES: tuple[str, ...] = tuple(PROFILES)
+
+
+def _scaled(quantity: str, factor: int) -> str:
+    """``"4"`` x 2 -> ``"8"``; ``"30Gi"`` x 2 -> ``"60Gi"`` (integers with an optional binary suffix)."""
+    number = quantity.rstrip("KMGTPEi")
+    return f"{int(number) * factor}{quantity[len(number) :]}"
 
 
 def get_profile(name: str) -> ComputeProfile:

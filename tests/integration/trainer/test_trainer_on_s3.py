@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -157,55 +158,58 @@ def test_the_onnx_model_on_s3_predicts_the_held_out_samples_with_onnxruntime(
     assert np.mean(np.array(predicted) == np.array(labels)) >= 0.85
 
 
-def test_a_stopped_run_resumes_from_the_newest_checkpoint_and_matches_an_uninterrupted_run(
+def test_sigterm_mid_epoch_checkpoints_that_batch_and_the_retry_resumes_there_not_at_the_epoch(
     s3_server, s3_client, s3_bucket, tmp_path
 ):
+    """Spot preemption: SIGTERM arrives in the middle of epoch 2. The trainer finishes the batch,
+    writes a checkpoint of exactly that position and exits 143; the retry resumes from it (not from
+    epoch 1's checkpoint) and ends with the same model as a run that was never interrupted."""
     env = pod_env(s3_server, s3_bucket)
     ckpt_prefix = f"models/{MODEL}/checkpoints/{VERSION}/"
-    # Evicted mid-run: Kubernetes sends SIGTERM once at least two checkpoints are on S3.
+    # Batch size 1: ~1,400 optimizer steps per epoch, so the signal lands mid-epoch.
+    args = ["--epochs", "3", "--checkpoint-every", "1", "--learning-rate", "0.001", "--batch-size", "1"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlops.trainer", "--epochs", "1000", "--checkpoint-every", "1", *FAST],
+        [sys.executable, "-m", "mlops.trainer", *args, "--seed", "0"],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
     )
     try:
         for line in proc.stdout:
-            if line.startswith("checkpoint ") and line.rstrip().endswith("epoch-0002.pt"):
+            if line.startswith("checkpoint ") and line.rstrip().endswith("epoch-0001.pt"):
+                time.sleep(0.3)  # well into epoch 2
                 proc.send_signal(signal.SIGTERM)
                 break
-        out, _ = proc.communicate(timeout=30)
+        out, _ = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 143
+    assert proc.returncode == 143, out
     assert "received SIGTERM" in out
-    stopped_at = max(int(k[len("epoch-") : -len(".pt")]) for k in keys(s3_client, s3_bucket, ckpt_prefix))
-    assert 2 <= stopped_at < 1000
+    checkpoints = keys(s3_client, s3_bucket, ckpt_prefix)
+    mid = [m for k in checkpoints if (m := re.match(r"^epoch-(\d{4})-batch-(\d{6})\.pt$", k))]
+    assert len(mid) == 1, checkpoints  # the batch it stopped after, beside the epoch checkpoints
+    epoch, batch = int(mid[0].group(1)), int(mid[0].group(2))
+    assert epoch >= 1 and 0 < batch < 1437
+    assert f"epoch-{epoch + 1:04d}.pt" not in checkpoints  # stopped inside epoch `epoch + 1`
     assert not keys(s3_client, s3_bucket, f"models/{MODEL}/versions/{VERSION}/"), (
         "no outputs from a stopped run"
     )
 
-    total = stopped_at + 2
-    resumed = trainer(["--epochs", str(total), "--checkpoint-every", "1", *FAST], env, tmp_path)
+    resumed = trainer([*args, "--seed", "0"], env, tmp_path, timeout=120)
 
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resumed from epoch {stopped_at}" in resumed.stdout
+    assert f"resumed from epoch {epoch} batch {batch}" in resumed.stdout  # not from epoch-{epoch}.pt
     assert [line.split()[1] for line in epoch_lines(resumed.stdout)] == [
-        f"{e}/{total}" for e in (stopped_at + 1, total)
+        f"{e}/3" for e in range(epoch + 1, 4)
     ]
     metrics = get_json(s3_client, s3_bucket, f"models/{MODEL}/versions/{VERSION}/metrics.json")
-    assert (metrics["epochs"], metrics["resumed_from_epoch"]) == (total, stopped_at)
-    assert keys(s3_client, s3_bucket, ckpt_prefix)[-1] == f"epoch-{total:04d}.pt"
+    assert (metrics["epochs"], metrics["resumed_from_epoch"]) == (3, epoch)
 
-    # The same run without the interruption ends with the same model.
+    # The same run without the interruption ends with the same model: same batches, same order.
     other = "v20261127t020000-ffffffff"
-    straight = trainer(
-        ["--epochs", str(total), "--checkpoint-every", "0", *FAST],
-        pod_env(s3_server, s3_bucket, version=other),
-        tmp_path,
-    )
+    straight = trainer([*args, "--seed", "0"], pod_env(s3_server, s3_bucket, version=other), tmp_path, 120)
     assert straight.returncode == 0, straight.stderr
     reference = get_json(s3_client, s3_bucket, f"models/{MODEL}/versions/{other}/metrics.json")
     assert (metrics["accuracy"], metrics["loss"]) == (reference["accuracy"], reference["loss"])

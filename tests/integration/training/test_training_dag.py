@@ -28,12 +28,12 @@ def training_dag():
 
     from tests.conftest import REPO_ROOT
 
-    dag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "mlops_training.py")).get_dag(DAG_ID)
-    # Airflow 3.3.2's dag.test() cannot create a run of a DAG with a DeadlineAlert (it passes the
-    # serialized alert as a dict to a UUID column). The scheduler handles it: the e2e tier runs
-    # this DAG with its deadline on `airflow standalone`.
-    dag.deadline = None
-    return dag
+    # The test images' registry is allowed when the DAG is parsed (the form) and when runs are planned.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_TRAINER_IMAGE_ALLOWLIST", "registry.example.com/mlops/")
+        dag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "mlops_training.py")).get_dag(DAG_ID)
+        mp.setenv("MLOPS_TRAINING_BUDGET_POLL_SECONDS", "0.5")  # dag.test() runs tasks one at a time
+        yield dag
 
 
 @pytest.fixture
@@ -58,7 +58,11 @@ def _run(dag, conf: dict, retry_delay: float = 0.5):
     train = dag.get_task("train_model")
     train.retry_delay = timedelta(seconds=retry_delay)
     train.retry_exponential_backoff = False
-    dr = dag.test(run_conf=conf)
+    from mlops.training.params import training_params
+
+    # dag.test() keeps the previous run's conf in the DAG's params: start every run from the defaults.
+    defaults = {name: param.value for name, param in training_params().items()}
+    dr = dag.test(run_conf={**defaults, **conf})
     return dr, {ti.task_id: ti for ti in dr.get_task_instances()}
 
 
@@ -79,6 +83,7 @@ def test_pod_success_streams_logs_into_the_task_log_registers_the_candidate_and_
             "image": REAL,
             "batch_size": 64,
             "learning_rate": 0.01,
+            "labels": {"team": "vision"},
         },
     )
 
@@ -93,6 +98,10 @@ def test_pod_success_streams_logs_into_the_task_log_registers_the_candidate_and_
     )
     assert entry["status"] == "candidate"
     assert entry["lineage"]["run_id"] == dr.run_id and entry["lineage"]["image"] == REAL
+    # The image that really ran, from the finished pod's containerStatuses[].imageID.
+    assert entry["lineage"]["image_id"] == f"kubesim://{REAL}"
+    assert entry["lineage"]["promote"] is False  # a manual run does not promote unless asked
+    assert entry["lineage"]["seed"] == 0 and entry["lineage"]["labels"] == {"team": "vision"}
 
     from airflow.models.asset import AssetEvent
     from airflow.utils.session import create_session
@@ -100,6 +109,8 @@ def test_pod_success_streams_logs_into_the_task_log_registers_the_candidate_and_
     with create_session() as session:
         events = session.query(AssetEvent).filter(AssetEvent.source_run_id == dr.run_id).all()
         assert [e.extra["version"] for e in events] == [plan["model_version"]]
+        # The promotion DAG reads this field: a candidate that did not ask is not promoted.
+        assert [e.extra["promote"] for e in events] == [False]
     # No pod is left behind once the task is done.
     assert kube.list("Pod", cluster["namespace"]) == []
 
@@ -236,10 +247,144 @@ def test_a_timed_out_task_deletes_its_pod(training_dag, cluster, kube):
     assert kube.list("Pod", ns) == []
 
 
-def test_a_gpu_count_that_does_not_fit_the_profile_fails_before_any_pod_without_retries(
-    training_dag, cluster, kube
+def test_a_gpu_count_that_does_not_fit_the_profile_fails_before_any_pod_without_retries_or_a_page(
+    training_dag, cluster, kube, slack, pagerduty
 ):
     dr, tis = _run(training_dag, {"model_name": "digits-gpus", "compute_profile": "cpu", "gpus": 2})
     assert tis["train_model"].state == "failed"
     assert tis["train_model"].try_number == 1
     assert _pods_posted(kube, cluster["namespace"]) == []
+    # A user's mistake: the person who triggered it hears about it on Slack; nobody is paged.
+    (message,) = slack.bodies()
+    assert "refused" in message["text"].lower() and "gpus: profile 'cpu' allows 0..0" in str(message)
+    assert pagerduty.bodies("/v2/enqueue") == []
+
+
+def test_a_dataset_the_trainer_does_not_have_is_refused_before_any_pod(
+    training_dag, cluster, kube, pagerduty
+):
+    """builtin://anything passes the form's pattern; the plan asks the trainer's own parser."""
+    dr, tis = _run(
+        training_dag,
+        {"model_name": "digits-args", "compute_profile": "cpu", "dataset_uri": "builtin://anything"},
+    )
+    assert tis["train_model"].state == "failed" and tis["train_model"].try_number == 1
+    assert _pods_posted(kube, cluster["namespace"]) == []
+    assert pagerduty.bodies("/v2/enqueue") == []
+
+
+def test_a_full_gpu_quota_waits_deferred_without_retries_or_pages_until_gpus_come_free(
+    training_dag, cluster, kube, pagerduty, monkeypatch, capfd
+):
+    """Two runs hold the namespace's GPUs; the next waits (deferred) instead of failing and paging."""
+    ns = cluster["namespace"]
+    monkeypatch.setenv("MLOPS_TRAINING_GPU_WAIT_POLL_SECONDS", "1")
+    kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "mlops-training-gpus", "namespace": ns},
+            "spec": {"hard": {"requests.nvidia.com/gpu": "2"}},
+        }
+    )
+    holder = "registry.example.com/mlops/holder:1"
+    kube.register_image(holder, ScriptedContainer(logs=["holding the GPUs"], run_seconds=120))
+    kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "other-run", "namespace": ns},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "base",
+                        "image": holder,
+                        "resources": {"requests": {"nvidia.com/gpu": "2"}, "limits": {"nvidia.com/gpu": "2"}},
+                    }
+                ],
+            },
+        }
+    )
+    kube.register_image(SCRIPTED, ScriptedContainer(logs=["trained"], exit_code=0))
+
+    def finish_the_other_run_once_we_have_looked_twice():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if len(kube.requests_matching("GET", rf"/namespaces/{ns}/resourcequotas")) >= 2:
+                kube.delete("Pod", ns, "other-run")
+                return
+            time.sleep(0.1)
+
+    finisher = threading.Thread(target=finish_the_other_run_once_we_have_looked_twice, daemon=True)
+    finisher.start()
+    dr, tis = _run(
+        training_dag,
+        {"model_name": "digits-wait", "compute_profile": "gpu-small", "gpus": 1, "image": SCRIPTED},
+    )
+    finisher.join(timeout=5)
+
+    assert tis["train_model"].state == "success"
+    assert tis["train_model"].try_number == 1  # waiting spent no retry
+    assert len(_pods_posted(kube, ns)) == 1  # our pod, created only once the GPUs were free
+    log = "".join(capfd.readouterr())
+    assert "waiting for 1 GPU(s): quota mlops-training-gpus" in log
+    assert "other-run (2)" in log  # the log says who holds the GPUs
+    # (A scripted trainer writes no metrics.json, so registration fails and pages: not this test's point.)
+    assert [e for e in pagerduty.bodies("/v2/enqueue") if "train_model" in e["dedup_key"]] == []
+
+
+def test_a_quota_403_at_pod_create_waits_instead_of_burning_retries(
+    training_dag, cluster, kube, pagerduty, monkeypatch, capfd
+):
+    """Another run took the GPUs between our look at the quota and our create: the API refuses the
+    pod with 403 "exceeded quota" (no pod exists). The task waits and creates it later, on try 1."""
+    ns = cluster["namespace"]
+    monkeypatch.setenv("MLOPS_TRAINING_GPU_WAIT_POLL_SECONDS", "1")
+    refusal = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "message": 'pods "train-model" is forbidden: exceeded quota: mlops-training-gpus, requested: '
+        "requests.nvidia.com/gpu=1, used: requests.nvidia.com/gpu=2, limited: requests.nvidia.com/gpu=2",
+        "reason": "Forbidden",
+        "code": 403,
+    }
+    kube.faults.add(method="POST", path=rf"/namespaces/{ns}/pods$", status=403, times=2, body=refusal)
+    kube.register_image(SCRIPTED, ScriptedContainer(logs=["trained"], exit_code=0))
+
+    dr, tis = _run(
+        training_dag, {"model_name": "digits-race", "compute_profile": "gpu-small", "image": SCRIPTED}
+    )
+
+    assert tis["train_model"].state == "success"
+    assert tis["train_model"].try_number == 1  # the two refusals spent no retry
+    posts = kube.requests_matching("POST", rf"/namespaces/{ns}/pods$")
+    assert [r.status for r in posts] == [403, 403, 201]
+    assert "waiting for 1 GPU(s): the pod was refused" in "".join(capfd.readouterr())
+    assert [e for e in pagerduty.bodies("/v2/enqueue") if "train_model" in e["dedup_key"]] == []
+
+
+def test_a_run_that_waits_past_its_gpu_budget_fails_naming_the_quota(
+    training_dag, cluster, kube, monkeypatch
+):
+    ns = cluster["namespace"]
+    kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "tiny", "namespace": ns},
+            "spec": {"hard": {"requests.nvidia.com/gpu": "0"}},
+        }
+    )
+    dr, tis = _run(
+        training_dag,
+        {
+            "model_name": "digits-nogpu",
+            "compute_profile": "gpu-small",
+            "image": SCRIPTED,
+            "gpu_wait_minutes": 0,
+        },
+    )
+    assert tis["train_model"].state == "failed" and tis["train_model"].try_number == 1
+    assert _pods_posted(kube, ns) == []

@@ -29,7 +29,18 @@ def test_registration_announces_candidates_on_the_asset_promotion_listens_to(par
     assert "model_candidates" in repr(promotion.timetable.asset_condition)
 
 
-def test_a_run_over_budget_raises_a_deadline_alert(parsed):
-    deadline = _dag(parsed).deadline
-    alerts = deadline if isinstance(deadline, list) else [deadline]
-    assert alerts and alerts[0].interval.total_seconds() == 8 * 3600
+def test_the_run_budget_is_watched_by_a_task_not_a_deadline_alert_that_breaks_clearing(parsed):
+    dag = _dag(parsed)
+    # A DAGRUN_QUEUED_AT DeadlineAlert makes clearing answer HTTP 500 (apache/airflow#70368).
+    assert not dag.deadline
+    watcher = dag.get_task("watch_run_budget")
+    assert watcher.mode == "reschedule"  # holds no worker slot between looks
+    assert set(watcher.watched) == {"train_model", "register_candidate"}
+    assert not watcher.upstream_task_ids and not watcher.downstream_task_ids
+
+
+def test_a_refused_run_alerts_slack_only_and_other_failures_page(parsed):
+    from mlops.training.alerts import TrainingFailureAlert
+
+    callbacks = _dag(parsed).get_task("train_model").on_failure_callback
+    assert [type(c) for c in callbacks] == [TrainingFailureAlert]

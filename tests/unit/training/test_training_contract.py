@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pendulum
 import pytest
@@ -74,7 +75,8 @@ def test_invalid_values_are_refused_naming_the_field(field, value):
         "python:3.11-slim",
     ],
 )
-def test_image_references_are_accepted(image):
+def test_image_references_are_accepted(monkeypatch, image):
+    monkeypatch.setenv("MLOPS_TRAINER_IMAGE_ALLOWLIST", "ghcr.io/,localhost:5000/,trainer,python")
     assert _validate({"image": image})["image"] == image
 
 
@@ -100,7 +102,8 @@ def test_plan_fixes_version_and_uris_per_run_so_a_retry_reuses_them():
 def test_the_default_image_follows_the_deployment_setting():
     plan = plan_run(VALID, "r", None, Settings(trainer_image="registry.internal/trainer:2.0"))
     assert plan.image == "registry.internal/trainer:2.0"
-    explicit = plan_run({**VALID, "image": "other/trainer:1"}, "r", None, Settings(trainer_image="x/y:1"))
+    settings = Settings(trainer_image="x/y:1", trainer_image_allowlist="other/")
+    explicit = plan_run({**VALID, "image": "other/trainer:1"}, "r", None, settings)
     assert explicit.image == "other/trainer:1"
 
 
@@ -155,3 +158,156 @@ def test_a_plan_that_cannot_be_made_fails_the_task_without_retries(monkeypatch):
 
     with pytest.raises(AirflowFailException, match="^gpus:"):
         _training_pod(monkeypatch, {**VALID, "compute_profile": "cpu", "gpus": 2})
+
+
+# -- issue 13: promote, labels, hyperparameters, seed (bug 9) ---------------------------------------
+def test_new_run_fields_have_safe_defaults_and_reach_the_plan():
+    values = _validate({})
+    assert (values["promote"], values["labels"], values["hyperparameters"], values["seed"]) == (
+        None,
+        {},
+        {},
+        0,
+    )
+    plan = plan_run(
+        {**VALID, "seed": 7, "labels": {"team": "vision"}, "hyperparameters": {"hidden_units": 64}},
+        "manual__1",
+        None,
+        Settings(),
+    )
+    assert plan.arguments[plan.arguments.index("--seed") + 1] == "7"
+    assert json.loads(plan.arguments[plan.arguments.index("--hyperparameters") + 1]) == {"hidden_units": 64}
+    assert plan.labels == {"team": "vision"} and plan.seed == 7
+
+
+@pytest.mark.parametrize(
+    ("run_type", "asked", "promotes"),
+    [
+        ("scheduled", None, True),
+        ("manual", None, False),
+        ("manual", True, True),
+        ("scheduled", False, False),
+        ("asset_triggered", None, False),
+    ],
+)
+def test_only_the_nightly_run_promotes_unless_a_run_says_otherwise(run_type, asked, promotes):
+    plan = plan_run({**VALID, "promote": asked}, f"{run_type}__1", None, Settings(), run_type=run_type)
+    assert plan.promote is promotes
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("hyperparameters", "not an object"),
+        ("hyperparameters", {"Bad Key": 1}),
+        ("hyperparameters", {"nested": {"a": 1}}),
+        ("labels", {"team": "has space"}),
+        ("labels", {"UPPER": "x"}),
+        ("seed", -1),
+        ("promote", "yes"),
+    ],
+)
+def test_new_fields_refuse_bad_values_naming_the_field(field, value):
+    with pytest.raises(Exception, match=field):
+        _validate({field: value})
+
+
+def test_hyperparameters_cannot_set_a_typed_field():
+    with pytest.raises(Exception, match="hyperparameters"):
+        _validate({"hyperparameters": {"epochs": 5}})
+    with pytest.raises(ValueError, match=r"^hyperparameters\.epochs: .*the epochs field"):
+        plan_run({**VALID, "hyperparameters": {"epochs": 5}}, "r", None, Settings())
+
+
+# -- issue 13: the image allow-list (bug 10) ---------------------------------------------------------
+def _params_with(monkeypatch, allowlist: str, trainer_image: str | None = None) -> dict:
+    monkeypatch.setenv("MLOPS_TRAINER_IMAGE_ALLOWLIST", allowlist)
+    if trainer_image:
+        monkeypatch.setenv("MLOPS_TRAINER_IMAGE", trainer_image)
+    from airflow.sdk.definitions.param import ParamsDict
+
+    return ParamsDict(copy.deepcopy(training_params()))
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "docker.io/attacker/miner:latest",
+        "python:3.11-slim",
+        "ghcr.io/mlops-airflow/trainer-evil:1",  # a repository that only starts like an allowed one
+        "ghcr.io/mlops-airflow.evil.com/trainer:1",
+    ],
+)
+def test_an_image_outside_the_allowlist_is_refused_at_trigger_time_naming_the_field(monkeypatch, image):
+    params = _params_with(monkeypatch, "")  # empty: the trainer_image's repository only
+    with pytest.raises(Exception, match="param image"):
+        params.update({"image": image})  # ParamsDict validates on assignment, as the REST API does
+        params.validate()
+    with pytest.raises(ValueError, match="^image: .* MLOPS_TRAINER_IMAGE_ALLOWLIST"):
+        plan_run({**VALID, "image": image}, "r", None, Settings())
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        DEFAULT_IMAGE,
+        "ghcr.io/mlops-airflow/trainer:0.2.0",
+        "ghcr.io/mlops-airflow/trainer@sha256:" + "a" * 64,
+        "registry.internal/ml/anything:1",
+        "registry.internal/ml/team/trainer:2",
+    ],
+)
+def test_images_from_the_allowlist_are_accepted(monkeypatch, image):
+    params = _params_with(monkeypatch, "ghcr.io/mlops-airflow/trainer, registry.internal/ml/")
+    params.update({"image": image})
+    assert params.validate()["image"] == image
+    settings = Settings(trainer_image_allowlist="ghcr.io/mlops-airflow/trainer,registry.internal/ml/")
+    assert plan_run({**VALID, "image": image}, "r", None, settings).image
+
+
+def test_the_default_image_stays_valid_when_the_deployment_moves_the_trainer(monkeypatch):
+    params = _params_with(monkeypatch, "", trainer_image="registry.internal/ml/trainer:3")
+    assert params.validate()["image"] == DEFAULT_IMAGE  # the form default maps to trainer_image
+    params.update({"image": "registry.internal/ml/trainer:4"})
+    assert params.validate()["image"] == "registry.internal/ml/trainer:4"
+
+
+# -- issue 13: startup validation before a GPU is bound (bug 14) -------------------------------------
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"dataset_uri": "builtin://anything"}, "^dataset_uri: the only bundled dataset"),
+        ({"extra_args": ["--no-such-flag=1"]}, "^extra_args: .*--no-such-flag"),
+        ({"extra_args": ["--hidden-units=0"]}, "^extra_args: hidden_units: must be between"),
+        ({"compute_profile": "gpu-large", "gpus": 8, "batch_size": 100}, "^batch_size: 100 .* 8 GPUs"),
+    ],
+)
+def test_the_plan_refuses_what_the_trainer_would_refuse(change, message):
+    with pytest.raises(ValueError, match=message):
+        plan_run({**VALID, **change}, "manual__1", None, Settings())
+
+
+@pytest.mark.parametrize(
+    ("arg", "field"),
+    [
+        ("--epochs=50", "epochs"),
+        ("--learning-rate=1", "learning_rate"),
+        ("--batch-size=8", "batch_size"),
+        ("--seed=3", "seed"),
+        ("--dataset-uri=s3://b/x", "dataset_uri"),
+        ("--nproc-per-node=8", "gpus"),
+        ("--hyperparameters={}", "hyperparameters"),
+    ],
+)
+def test_extra_args_cannot_override_a_typed_field(arg, field):
+    with pytest.raises(ValueError, match=rf"^extra_args: {arg.split('=')[0]} .*the {field} field"):
+        plan_run({**VALID, "extra_args": [arg]}, "manual__1", None, Settings())
+    with pytest.raises(Exception, match="extra_args"):
+        _validate({"extra_args": [arg]})
+
+
+def test_a_multi_gpu_plan_runs_the_trainer_data_parallel_on_every_gpu():
+    plan = plan_run({**VALID, "compute_profile": "gpu-large", "gpus": 4}, "manual__1", None, Settings())
+    assert plan.arguments[plan.arguments.index("--nproc-per-node") + 1] == "4"
+    single = plan_run(VALID, "manual__1", None, Settings())
+    assert "--nproc-per-node" not in single.arguments

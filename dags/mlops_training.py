@@ -59,7 +59,7 @@ from airflow.sdk import dag, get_current_context, task
 
 from mlops import tags
 from mlops.assets import MODEL_CANDIDATES
-from mlops.callbacks import failure_callbacks
+from mlops.callbacks import failure_callbacks, success_callbacks
 from mlops.training.alerts import training_failure_callbacks
 from mlops.training.budget import RunBudgetSensor
 from mlops.training.operator import TrainingPodOperator
@@ -82,6 +82,7 @@ from mlops.training.params import training_params
         "retries": 2,
         "retry_delay": timedelta(seconds=30),
         "on_failure_callback": failure_callbacks(),
+        "on_success_callback": success_callbacks(),  # resolves a task's failure incident
     },
 )
 def mlops_training():

@@ -437,3 +437,12 @@ def test_stop_and_reset_kill_every_local_process():
     finally:
         private.stop()
     assert not alive(pids[1])
+
+
+def test_a_started_container_reports_the_repository_and_digest_it_pulled_as_its_image_id():
+    from tests.harness.kubesim.kubelet import image_id
+
+    ref = image_id("ghcr.io/mlops-airflow/trainer:0.1.0")
+    assert ref.startswith("ghcr.io/mlops-airflow/trainer@sha256:") and len(ref.split("sha256:")[1]) == 64
+    assert image_id("localhost:5000/trainer:dev").startswith("localhost:5000/trainer@sha256:")
+    assert image_id("trainer") == image_id("trainer")  # stable per image

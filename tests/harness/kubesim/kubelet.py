@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import uuid
@@ -32,6 +33,17 @@ IMPLICIT_NODE = "kubesim-node"
 TERMINAL = ("Succeeded", "Failed")
 
 
+def image_id(image: str) -> str:
+    """The ``imageID`` a containerd kubelet reports: the repository and the digest it pulled
+    (``docker.io/library/nginx@sha256:...``; CRI ``ContainerStatus.image_ref``). The digest is
+    derived from the reference, so one image always reports the same digest."""
+    name = image.split("@", 1)[0]
+    slash = name.rfind("/")
+    if ":" in name[slash + 1 :]:
+        name = name[: name.rindex(":")]
+    return f"{name}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
+
+
 @dataclass
 class ContainerRuntime:
     """Kubelet-side state of one container; the pod's containerStatuses are rendered from it."""
@@ -58,7 +70,7 @@ class ContainerRuntime:
         out = {
             "name": self.name,
             "image": self.spec["image"],
-            "imageID": f"kubesim://{self.spec['image']}" if self.container_id else "",
+            "imageID": image_id(self.spec["image"]) if self.container_id else "",
             "ready": self.ready,
             "started": self.started,
             "restartCount": self.restarts,

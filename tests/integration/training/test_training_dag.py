@@ -99,7 +99,10 @@ def test_pod_success_streams_logs_into_the_task_log_registers_the_candidate_and_
     assert entry["status"] == "candidate"
     assert entry["lineage"]["run_id"] == dr.run_id and entry["lineage"]["image"] == REAL
     # The image that really ran, from the finished pod's containerStatuses[].imageID.
-    assert entry["lineage"]["image_id"] == f"kubesim://{REAL}"
+    from tests.harness.kubesim.kubelet import image_id
+
+    assert entry["lineage"]["image_id"] == image_id(REAL)
+    assert entry["lineage"]["image_digest"] == image_id(REAL).split("@", 1)[1]
     assert entry["lineage"]["promote"] is False  # a manual run does not promote unless asked
     assert entry["lineage"]["seed"] == 0 and entry["lineage"]["labels"] == {"team": "vision"}
 

@@ -192,9 +192,53 @@ def alert_conns(monkeypatch, slack, pagerduty) -> tuple[Receiver, Receiver]:
     return slack, pagerduty
 
 
+def kube_identity() -> str:
+    """Who the code under test is to the simulated API: ``worker`` (default) or ``admin``.
+
+    ``MLOPS_TEST_IDENTITY=admin`` runs the tiers with no RBAC in the way (to tell an RBAC failure apart).
+    """
+    identity = os.environ.get("MLOPS_TEST_IDENTITY", "worker")
+    if identity not in ("worker", "admin"):
+        raise pytest.UsageError(f"MLOPS_TEST_IDENTITY must be worker or admin, not {identity!r}")
+    return identity
+
+
+@pytest.fixture(scope="session")
+def worker_kubeconfig(kube) -> str:
+    """A kubeconfig whose token is Airflow's worker service account (``airflow/airflow-worker``)."""
+    return kube.service_account_kubeconfig(_SESSION_DIR / "kubeconfig-worker", "airflow", "airflow-worker")
+
+
 @pytest.fixture
-def kube_conn(monkeypatch, kube, k8s_namespace) -> str:
-    """``kubernetes_default`` points at the simulated API; both platform namespaces are this test's."""
+def kube_conn_as_worker(monkeypatch, kube, k8s_namespace, worker_kubeconfig) -> str:
+    """``kubernetes_default`` as Airflow's worker service account, with exactly the shipped RBAC.
+
+    The shipped Roles of both platform namespaces (ml-training, ml-serving) are bound in this test's
+    namespace, as their RoleBindings bind them there in production (tests/harness/platform_rbac.py).
+    The test's own set-up (``kube.create``, ``kube.kubeconfig``) stays the cluster admin.
+    """
+    from tests.harness.platform_rbac import apply_shipped_rbac
+
+    apply_shipped_rbac(kube, {"ml-training": k8s_namespace, "ml-serving": k8s_namespace})
+    return _point_kube_conn(monkeypatch, worker_kubeconfig, k8s_namespace)
+
+
+def _point_kube_conn(monkeypatch, kubeconfig: str, namespace: str) -> str:
+    _set_connections(monkeypatch, {"KUBECONFIG": kubeconfig, "TRAINING_NAMESPACE": namespace})
+    monkeypatch.setenv("MLOPS_TRAINING_NAMESPACE", namespace)
+    monkeypatch.setenv("MLOPS_SERVING_NAMESPACE", namespace)
+    return namespace
+
+
+@pytest.fixture
+def kube_conn(request, monkeypatch, kube, k8s_namespace) -> str:
+    """``kubernetes_default`` points at the simulated API; both platform namespaces are this test's.
+
+    By default as Airflow's worker service account under the shipped RBAC (``kube_conn_as_worker``);
+    ``MLOPS_TEST_IDENTITY=admin`` makes it the cluster admin.
+    """
+    if kube_identity() == "worker":
+        return request.getfixturevalue("kube_conn_as_worker")
     _set_connections(monkeypatch, {"KUBECONFIG": kube.kubeconfig, "TRAINING_NAMESPACE": k8s_namespace})
     monkeypatch.setenv("MLOPS_TRAINING_NAMESPACE", k8s_namespace)
     monkeypatch.setenv("MLOPS_SERVING_NAMESPACE", k8s_namespace)

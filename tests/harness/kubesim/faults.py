@@ -81,6 +81,14 @@ class RecordedRequest:
     content_type: str
     body: Any
     status: int | None = None
+    # What RBAC saw (kubesim/rbac.py): who asked, the verb/resource/namespace, and what allowed it.
+    user: str = ""
+    verb: str = ""
+    group: str = ""
+    resource: str = ""
+    namespace: str = ""
+    name: str = ""
+    allowed_by: str = ""
 
 
 class RequestLog:

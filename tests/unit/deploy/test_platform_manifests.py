@@ -48,22 +48,56 @@ def test_broken_manifest_fixture_is_rejected_in_strict_mode():
         kubernetes_validate.validate(doc, "1.30.0", strict=True)
 
 
-def test_nothing_is_granted_cluster_wide():
-    kinds = {d["kind"] for _, d in DOCS}
-    assert not kinds & {"ClusterRole", "ClusterRoleBinding"}
+def test_only_the_optional_gpu_nodes_check_is_granted_cluster_wide():
+    cluster_wide = [d for _, d in DOCS if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    assert {(d["kind"], d["metadata"]["name"]) for d in cluster_wide} == {
+        ("ClusterRole", "mlops-airflow-gpu-nodes"),
+        ("ClusterRoleBinding", "mlops-airflow-gpu-nodes"),
+    }
+    for doc in cluster_wide:  # off unless an operator applies it (README, checks.yaml)
+        assert doc["metadata"]["annotations"]["mlops.io/optional"] == "true"
+    (role,) = [d for d in cluster_wide if d["kind"] == "ClusterRole"]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]}]
     for role in _of("Role"):
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], role["metadata"]["name"]
             assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"])
-            assert not {"secrets", "roles", "rolebindings", "pods/exec"} & set(rule["resources"])
+            assert "pods/exec" not in rule["resources"]
+            if {"secrets", "roles", "rolebindings"} & set(rule["resources"]):
+                assert rule["verbs"] == ["list"], "the backup export reads them; nothing may write them"
+
+
+def test_backup_export_role_lists_every_exported_kind_and_nothing_more():
+    from mlops.backups.kube_export import EXPORTED_KINDS
+
+    expected = {"secrets": {"list"}}
+    for kind in EXPORTED_KINDS:
+        group = kind.api_version.rpartition("/")[0]
+        plural = {"Ingress": "ingresses", "NetworkPolicy": "networkpolicies", "Service": "services"}.get(
+            kind.kind, kind.kind.lower() + "s"
+        )
+        expected[f"{group}/{plural}".lstrip("/")] = {"list"}
+    for doc in [r for r in _of("Role") if r["metadata"]["name"] == "mlops-airflow-backup-export"]:
+        rules: dict[str, set[str]] = {}
+        for rule in doc["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    rules.setdefault(f"{group}/{resource}".lstrip("/"), set()).update(rule["verbs"])
+        assert rules == expected, doc["metadata"]["namespace"]
+    namespaces = {
+        r["metadata"]["namespace"]
+        for r in _of("Role")
+        if r["metadata"]["name"] == "mlops-airflow-backup-export"
+    }
+    assert namespaces == {Settings().training_namespace, Settings().serving_namespace}
 
 
 def test_worker_may_run_and_follow_training_pods_in_the_training_namespace_only():
     rules = _rules("mlops-airflow-training")
     assert rules == {
-        "pods": {"create", "get", "list", "watch", "delete", "patch"},
+        "pods": {"create", "get", "list", "delete", "patch"},
         "pods/log": {"get"},
-        "events": {"get", "list", "watch"},
+        "events": {"list"},
     }
     (role,) = [r for r in _of("Role") if r["metadata"]["name"] == "mlops-airflow-training"]
     assert role["metadata"]["namespace"] == Settings().training_namespace
@@ -73,7 +107,7 @@ def test_worker_may_deploy_and_switch_model_servers_in_the_serving_namespace_wit
     rules = _rules("mlops-airflow-serving")
     assert {"get", "create", "patch"} <= rules["apps/deployments"]
     assert {"get", "create", "patch"} <= rules["services"]
-    assert rules["pods"] == {"get", "list"}
+    assert rules["pods"] == {"list"}
     # The promotion lease (mlops.promotion.lease) is a coordination.k8s.io/v1 Lease per model.
     assert rules["coordination.k8s.io/leases"] == {"get", "create", "update", "patch"}
     assert not any("delete" in verbs or "deletecollection" in verbs for verbs in rules.values())

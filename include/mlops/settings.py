@@ -85,6 +85,8 @@ class Settings:
     model_server_s3_secret: str = (
         ""  # Secret (keys as trainer_s3_secret) for the server pods; empty: IRSA/node role
     )
+    # The model servers' service account (IRSA: its role-arn annotation gives them S3 access).
+    model_server_service_account: str = "mlops-model-server"
     model_server_s3_endpoint: str = ""  # empty: the AWS connection's endpoint_url (none for AWS S3)
     promotion_min_accuracy: float = 0.85  # the platform alert rule's threshold
     promotion_accuracy_tolerance: float = 0.02  # how far below production a candidate may be

@@ -117,8 +117,8 @@ def test_worker_may_deploy_and_switch_model_servers_in_the_serving_namespace_wit
 
 def test_namespaces_match_the_settings_and_enforce_restricted_pod_security():
     names = {d["metadata"]["name"]: d for d in _of("Namespace")}
-    assert set(names) == {Settings().training_namespace, Settings().serving_namespace}
-    for ns in names.values():
+    assert set(names) == {Settings().training_namespace, Settings().serving_namespace, "airflow"}
+    for ns in (names[Settings().training_namespace], names[Settings().serving_namespace]):
         assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 

@@ -172,3 +172,24 @@ def test_serving_egress_reaches_only_postgres_and_redis_and_the_model_store():
     assert egress_ports == {}
     artifact = _policies(Settings().serving_namespace)["allow-model-server-artifact-egress"]
     assert artifact["podSelector"] == {"matchLabels": {"app": "model-server"}}
+
+
+def test_irsa_pods_have_their_annotated_service_accounts_and_reach_sts_over_https():
+    # IRSA's web identity is exchanged at STS (sts.amazonaws.com, HTTPS); the metadata endpoint is not used.
+    accounts = {(a["metadata"]["namespace"], a["metadata"]["name"]): a for a in _of("ServiceAccount")}
+    settings = Settings()
+    for key in [
+        (settings.training_namespace, settings.training_service_account),
+        (settings.serving_namespace, settings.model_server_service_account),
+    ]:
+        assert accounts[key]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith(
+            "arn:aws:iam::"
+        )
+    for namespace, policy in [
+        (settings.training_namespace, "allow-object-storage-egress"),
+        (settings.serving_namespace, "allow-model-server-artifact-egress"),
+    ]:
+        (rule,) = _policies(namespace)[policy]["egress"]
+        assert {"protocol": "TCP", "port": 443} in rule["ports"]
+        (block,) = [t["ipBlock"] for t in rule["to"]]
+        assert block["cidr"] == "0.0.0.0/0" and "169.254.169.254/32" in block["except"]

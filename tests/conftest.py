@@ -206,9 +206,58 @@ def alert_conns(monkeypatch, slack, pagerduty) -> tuple[Receiver, Receiver]:
     return slack, pagerduty
 
 
+def kube_identity() -> str:
+    """Who ``kube_conn`` is to the simulated API: ``admin`` (default) or ``worker``.
+
+    ``MLOPS_TEST_IDENTITY=worker`` runs the integration tiers as Airflow's worker service account under
+    the shipped RBAC. Not yet the default: some tests set up their objects through the code's own
+    connection, and the promotion tests reach the pods through the API server's service proxy (the
+    harness's stand-in for Service DNS, which the shipped Role rightly does not grant). The tests that
+    must hold under the shipped RBAC use ``kube_conn_as_worker`` (tests/integration/test_rbac_permissions.py).
+    """
+    identity = os.environ.get("MLOPS_TEST_IDENTITY", "admin")
+    if identity not in ("worker", "admin"):
+        raise pytest.UsageError(f"MLOPS_TEST_IDENTITY must be worker or admin, not {identity!r}")
+    return identity
+
+
+@pytest.fixture(scope="session")
+def worker_kubeconfig(kube) -> str:
+    """A kubeconfig whose token is Airflow's worker service account (``airflow/airflow-worker``)."""
+    return kube.service_account_kubeconfig(_SESSION_DIR / "kubeconfig-worker", "airflow", "airflow-worker")
+
+
 @pytest.fixture
-def kube_conn(monkeypatch, kube, k8s_namespace) -> str:
-    """``kubernetes_default`` points at the simulated API; both platform namespaces are this test's."""
+def kube_conn_as_worker(monkeypatch, kube, k8s_namespace, worker_kubeconfig) -> str:
+    """``kubernetes_default`` as Airflow's worker service account, with exactly the shipped RBAC.
+
+    The shipped Roles of both platform namespaces (ml-training, ml-serving) are bound in this test's
+    namespace, as their RoleBindings bind them there in production (tests/harness/platform_rbac.py).
+    The test's own set-up (``kube.create``, ``kube.kubeconfig``) stays the cluster admin.
+    """
+    from tests.harness.platform_rbac import apply_shipped_rbac
+
+    apply_shipped_rbac(
+        kube, {"ml-training": k8s_namespace, "ml-serving": k8s_namespace}, include_optional=True
+    )
+    return _point_kube_conn(monkeypatch, worker_kubeconfig, k8s_namespace)
+
+
+def _point_kube_conn(monkeypatch, kubeconfig: str, namespace: str) -> str:
+    _set_connections(monkeypatch, {"KUBECONFIG": kubeconfig, "TRAINING_NAMESPACE": namespace})
+    monkeypatch.setenv("MLOPS_TRAINING_NAMESPACE", namespace)
+    monkeypatch.setenv("MLOPS_SERVING_NAMESPACE", namespace)
+    return namespace
+
+
+@pytest.fixture
+def kube_conn(request, monkeypatch, kube, k8s_namespace) -> str:
+    """``kubernetes_default`` points at the simulated API; both platform namespaces are this test's.
+
+    As the cluster admin, or with ``MLOPS_TEST_IDENTITY=worker`` as ``kube_conn_as_worker``.
+    """
+    if kube_identity() == "worker":
+        return request.getfixturevalue("kube_conn_as_worker")
     _set_connections(monkeypatch, {"KUBECONFIG": kube.kubeconfig, "TRAINING_NAMESPACE": k8s_namespace})
     monkeypatch.setenv("MLOPS_TRAINING_NAMESPACE", k8s_namespace)
     monkeypatch.setenv("MLOPS_SERVING_NAMESPACE", k8s_namespace)

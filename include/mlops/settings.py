@@ -77,7 +77,7 @@ class Settings:
     health_passes_before_resolve: int = 2  # consecutive passes before a firing alert resolves
     health_sweep_deadline_seconds: float = 90.0  # the whole sweep; inside run_checks' 2 min timeout
     health_heartbeat_url: str = ""  # pinged after each sweep (healthchecks.io style); empty: none
-    health_check_gpu_nodes: bool = False  # needs helm-values/platform/32-clusterrole-gpu-nodes.yaml
+    health_check_gpu_nodes: bool = False  # needs helm-values/platform/optional/32-clusterrole-gpu-nodes.yaml
     health_silences_key: str = "health/silences.json"  # beside the alert state
     health_incidents_prefix: str = "health/task-incidents/"  # open task-failure incidents
     alert_sink: str = "direct"  # direct: Slack + PagerDuty; alertmanager: post to alertmanager_url
@@ -123,6 +123,8 @@ class Settings:
     model_server_s3_secret: str = (
         ""  # Secret (keys as trainer_s3_secret) for the server pods; empty: IRSA/node role
     )
+    # The model servers' service account (IRSA: its role-arn annotation gives them S3 access).
+    model_server_service_account: str = "mlops-model-server"
     model_server_s3_endpoint: str = ""  # empty: the AWS connection's endpoint_url (none for AWS S3)
     promotion_min_accuracy: float = 0.85  # the platform alert rule's threshold
     promotion_accuracy_tolerance: float = 0.02  # how far below production a candidate may be

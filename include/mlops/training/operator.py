@@ -369,10 +369,16 @@ class TrainingPodOperator(PlatformPodOperator):
                 "AWS_ENDPOINT_URL": plan.s3_endpoint,
             }
         )
-        self.secret_env = {
-            "AWS_ACCESS_KEY_ID": (plan.s3_secret, "aws_access_key_id"),
-            "AWS_SECRET_ACCESS_KEY": (plan.s3_secret, "aws_secret_access_key"),
-        }
+        # No Secret set: no static keys, so the SDK uses the service account's web identity (IRSA);
+        # keys in the environment would win over it.
+        self.secret_env = (
+            {
+                "AWS_ACCESS_KEY_ID": (plan.s3_secret, "aws_access_key_id"),
+                "AWS_SECRET_ACCESS_KEY": (plan.s3_secret, "aws_secret_access_key"),
+            }
+            if plan.s3_secret
+            else {}
+        )
         context["ti"].xcom_push(key="plan", value=plan.as_dict())
 
     def execute(self, context: Any) -> Any:

@@ -82,6 +82,14 @@ class RecordedRequest:
     body: Any
     status: int | None = None
     accept: str = ""  # the Accept header (e.g. the metadata-only list form)
+    # What RBAC saw (kubesim/rbac.py): who asked, the verb/resource/namespace, and what allowed it.
+    user: str = ""
+    verb: str = ""
+    group: str = ""
+    resource: str = ""
+    namespace: str = ""
+    name: str = ""
+    allowed_by: str = ""
 
 
 class RequestLog:

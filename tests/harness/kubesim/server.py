@@ -18,6 +18,7 @@ from .errors import ApiError, bad_request, not_found, status_body
 from .faults import RecordedRequest
 from .metadata import partial_metadata
 from .patching import PATCH_TYPES
+from .rbac import forbidden, request_attributes
 from .resources import Resource, api_group_list, api_resource_list, group_versions, resource_at, resource_for
 from .selectors import parse_field_selector, parse_label_selector, selector_from_spec
 from .store import WatchEvent, matches
@@ -101,6 +102,11 @@ class ApiServer:
             accept=request.headers.get("Accept", ""),
         )
         self.sim.request_log.append(record)
+        try:
+            self._authorize(request, record)
+        except ApiError as exc:
+            record.status = exc.code
+            return _json(exc.status_body(), exc.code)
         fault = self.sim.faults.take(request.method, request.path)
         if fault is not None:
             if fault.delay:
@@ -123,6 +129,18 @@ class ApiServer:
             response = _json(status_body(500, f"kubesim internal error: {exc!r}"), 500)
         record.status = response.status
         return response
+
+    def _authorize(self, request: web.Request, record: RecordedRequest) -> None:
+        """Authenticate the bearer token and apply RBAC before any handler runs (kubesim/rbac.py)."""
+        headers = request.headers
+        user = self.sim.tokens.authenticate(headers.get("Authorization"), headers.get("Impersonate-User"))
+        attrs = request_attributes(user, request.method, request.path, dict(request.query))
+        decision = self.sim.authorizer.authorize(attrs)
+        record.user, record.verb, record.group = user.name, attrs.verb, attrs.group
+        record.resource, record.namespace, record.name = attrs.combined_resource, attrs.namespace, attrs.name
+        record.allowed_by = f"{decision.binding} -> {decision.role}" if decision.allowed else ""
+        if not decision.allowed:
+            raise forbidden(attrs, decision)
 
     # -- routing -------------------------------------------------------------------------------
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:

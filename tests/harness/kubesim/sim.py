@@ -22,6 +22,7 @@ from .faults import Faults, RecordedRequest, RequestLog
 from .kubelet import Kubelet
 from .processes import kill_all_groups
 from .quota import admit_pod, refresh_status
+from .rbac import ADMIN_TOKEN, Authorizer, Tokens, User, service_account_user
 from .resources import Resource, resource_for
 from .selectors import LabelSelector, parse_label_selector, selector_from_spec
 from .server import ApiServer
@@ -46,6 +47,8 @@ class KubeSim:
         self.faults = Faults()
         self.request_log = RequestLog()
         self.kubelet = Kubelet(self)
+        self.tokens = Tokens()
+        self.authorizer = Authorizer(self.store)
         self.controllers = Controllers(self)
         self.kubeconfig: str | None = None
         self.paused = False
@@ -188,13 +191,16 @@ class KubeSim:
             raise RuntimeError("kubesim control methods cannot be called from the server thread")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
 
-    def write_kubeconfig(self, path: str | Path, namespace: str = "default") -> str:
-        """Write a kubeconfig whose current context ``kubesim`` points at this server; returns the path."""
+    def write_kubeconfig(self, path: str | Path, namespace: str = "default", token: str = ADMIN_TOKEN) -> str:
+        """Write a kubeconfig whose current context ``kubesim`` points at this server; returns the path.
+
+        The default token is the cluster admin; pass one from ``add_token`` to act as another identity.
+        """
         config = {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "kubesim", "cluster": {"server": self.url}}],
-            "users": [{"name": "kubesim", "user": {"token": "kubesim"}}],
+            "users": [{"name": "kubesim", "user": {"token": token}}],
             "contexts": [
                 {
                     "name": "kubesim",
@@ -205,9 +211,23 @@ class KubeSim:
             "preferences": {},
         }
         Path(path).write_text(yaml.safe_dump(config))
-        if self.kubeconfig is None:
+        if self.kubeconfig is None and token == ADMIN_TOKEN:
             self.kubeconfig = str(path)
         return str(path)
+
+    def add_token(self, token: str, user: User) -> str:
+        """Accept ``token`` as a bearer token of ``user`` (RBAC then applies to it); returns the token."""
+        self.tokens.add(token, user)
+        return token
+
+    def service_account_kubeconfig(
+        self, path: str | Path, sa_namespace: str, sa_name: str, namespace: str = "default"
+    ) -> str:
+        """A kubeconfig that authenticates as ``system:serviceaccount:SA_NAMESPACE:SA_NAME``."""
+        token = self.add_token(
+            f"kubesim-sa.{sa_namespace}.{sa_name}", service_account_user(sa_namespace, sa_name)
+        )
+        return self.write_kubeconfig(path, namespace, token)
 
     # -- objects -------------------------------------------------------------------------------
     def create_object(self, res: Resource, obj: dict) -> dict:

@@ -124,3 +124,19 @@ def pod_template_skeleton(values: dict[str, Any], release: str = "airflow") -> d
         if container.get("envFrom") == "placeholder":
             container["envFrom"] = []  # the chart's custom_airflow_environment_from helper
     return doc
+
+
+def tpl(text: str, values: dict[str, Any]) -> str:
+    """Helm's ``tpl`` for the one form the values use (``{{ .Values.a.b }}``), as the chart renders
+    ``extraEnv``; no helm binary is obtainable here, so anything else is refused rather than guessed."""
+
+    def fill(match: re.Match[str]) -> str:
+        ref = re.fullmatch(r"\.Values((?:\.\w+)+)", match.group(1))
+        if not ref:
+            raise ValueError(f"tpl: unsupported action {match.group(0)!r}")
+        value: Any = values
+        for part in ref.group(1).strip(".").split("."):
+            value = value[part]
+        return str(value)
+
+    return _ACTION.sub(fill, text)

@@ -123,10 +123,15 @@ def test_every_component_requests_cpu_and_memory_and_limits_memory(values, compo
     assert "memory" in resources["limits"], component
 
 
-@pytest.mark.parametrize("component", ["scheduler", "apiServer", "dagProcessor", "triggerer", "workers"])
+@pytest.mark.parametrize(
+    "component", ["scheduler", "apiServer", "dagProcessor", "triggerer", "workers.kubernetes"]
+)
 def test_service_accounts_carry_an_irsa_role(values, component):
     _, v = values
-    account = v[component]["serviceAccount"]
+    section = v
+    for part in component.split("."):
+        section = section[part]
+    account = section["serviceAccount"]
     assert account["create"] is True
     assert re.fullmatch(
         r"arn:aws:iam::\d{12}:role/[\w+=,.@-]+", account["annotations"]["eks.amazonaws.com/role-arn"]
@@ -139,12 +144,16 @@ def test_worker_service_account_is_the_subject_of_the_platform_role_bindings(val
         d
         for p in PLATFORM.glob("*.yaml")
         for d in yaml.safe_load_all(p.read_text())
-        if d["kind"] == "RoleBinding"
+        if d["kind"] == "RoleBinding" and d["metadata"]["namespace"] != "airflow"  # the scheduler's is there
     ]
     assert bindings
     for binding in bindings:
         assert binding["subjects"] == [
-            {"kind": "ServiceAccount", "name": v["workers"]["serviceAccount"]["name"], "namespace": "airflow"}
+            {
+                "kind": "ServiceAccount",
+                "name": v["workers"]["kubernetes"]["serviceAccount"]["name"],
+                "namespace": "airflow",
+            }
         ]
 
 
@@ -189,4 +198,4 @@ def test_pod_template_is_a_valid_pod_with_the_restricted_security_context(values
     mounts = {m["mountPath"] for m in base["volumeMounts"]}
     assert "/tmp" in mounts  # read-only root: the only writable scratch
     assert {vol["name"] for vol in spec["volumes"]} >= {"logs", "tmp", "config"}
-    assert "{{ .Values.workers.serviceAccount.name }}" in v["podTemplate"]
+    assert "{{ .Values.workers.kubernetes.serviceAccount.name }}" in v["podTemplate"]

@@ -48,22 +48,60 @@ def test_broken_manifest_fixture_is_rejected_in_strict_mode():
         kubernetes_validate.validate(doc, "1.30.0", strict=True)
 
 
-def test_nothing_is_granted_cluster_wide():
-    kinds = {d["kind"] for _, d in DOCS}
-    assert not kinds & {"ClusterRole", "ClusterRoleBinding"}
+def test_only_the_optional_gpu_nodes_check_is_granted_cluster_wide():
+    assert not [d for _, d in DOCS if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    optional = [
+        doc
+        for path in sorted((PLATFORM / "optional").glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+    cluster_wide = [d for d in optional if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    assert {(d["kind"], d["metadata"]["name"]) for d in cluster_wide} == {
+        ("ClusterRole", "mlops-airflow-gpu-nodes"),
+        ("ClusterRoleBinding", "mlops-airflow-gpu-nodes"),
+    }
+    for doc in cluster_wide:  # off unless an operator applies it (README, checks.yaml)
+        assert doc["metadata"]["annotations"]["mlops.io/optional"] == "true"
+    (role,) = [d for d in cluster_wide if d["kind"] == "ClusterRole"]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]}]
     for role in _of("Role"):
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], role["metadata"]["name"]
             assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"])
-            assert not {"secrets", "roles", "rolebindings", "pods/exec"} & set(rule["resources"])
+            assert "pods/exec" not in rule["resources"]
+            if {"secrets", "roles", "rolebindings"} & set(rule["resources"]):
+                assert rule["verbs"] == ["list"], "the backup export reads them; nothing may write them"
+
+
+def test_backup_export_role_lists_every_exported_kind_and_nothing_more():
+    from mlops.backups.kube_export import EXPORTED_KINDS
+
+    expected = {"secrets": {"list"}}
+    for kind in EXPORTED_KINDS:
+        group = kind.api_version.rpartition("/")[0]
+        expected[f"{group}/{kind.plural}".lstrip("/")] = {"list"}
+    for doc in [r for r in _of("Role") if r["metadata"]["name"] == "mlops-airflow-backup-export"]:
+        rules: dict[str, set[str]] = {}
+        for rule in doc["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    rules.setdefault(f"{group}/{resource}".lstrip("/"), set()).update(rule["verbs"])
+        assert rules == expected, doc["metadata"]["namespace"]
+    namespaces = {
+        r["metadata"]["namespace"]
+        for r in _of("Role")
+        if r["metadata"]["name"] == "mlops-airflow-backup-export"
+    }
+    assert namespaces == {Settings().training_namespace, Settings().serving_namespace}
 
 
 def test_worker_may_run_and_follow_training_pods_in_the_training_namespace_only():
     rules = _rules("mlops-airflow-training")
     assert rules == {
-        "pods": {"create", "get", "list", "watch", "delete", "patch"},
+        "pods": {"create", "get", "list", "delete", "patch"},
         "pods/log": {"get"},
-        "events": {"get", "list", "watch"},
+        "events": {"list"},
         "resourcequotas": {"get", "list"},  # a run that does not fit the GPU quota waits
     }
     (role,) = [r for r in _of("Role") if r["metadata"]["name"] == "mlops-airflow-training"]
@@ -74,7 +112,7 @@ def test_worker_may_deploy_and_switch_model_servers_in_the_serving_namespace_wit
     rules = _rules("mlops-airflow-serving")
     assert {"get", "create", "patch"} <= rules["apps/deployments"]
     assert {"get", "create", "patch"} <= rules["services"]
-    assert rules["pods"] == {"get", "list"}
+    assert rules["pods"] == {"list"}
     # The promotion lease (mlops.promotion.lease) is a coordination.k8s.io/v1 Lease per model.
     assert rules["coordination.k8s.io/leases"] == {"get", "create", "update", "patch"}
     assert not any("delete" in verbs or "deletecollection" in verbs for verbs in rules.values())
@@ -84,8 +122,8 @@ def test_worker_may_deploy_and_switch_model_servers_in_the_serving_namespace_wit
 
 def test_namespaces_match_the_settings_and_enforce_restricted_pod_security():
     names = {d["metadata"]["name"]: d for d in _of("Namespace")}
-    assert set(names) == {Settings().training_namespace, Settings().serving_namespace}
-    for ns in names.values():
+    assert set(names) == {Settings().training_namespace, Settings().serving_namespace, "airflow"}
+    for ns in (names[Settings().training_namespace], names[Settings().serving_namespace]):
         assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
@@ -139,3 +177,24 @@ def test_serving_egress_reaches_only_postgres_and_redis_and_the_model_store():
     assert egress_ports == {}
     artifact = _policies(Settings().serving_namespace)["allow-model-server-artifact-egress"]
     assert artifact["podSelector"] == {"matchLabels": {"app": "model-server"}}
+
+
+def test_irsa_pods_have_their_annotated_service_accounts_and_reach_sts_over_https():
+    # IRSA's web identity is exchanged at STS (sts.amazonaws.com, HTTPS); the metadata endpoint is not used.
+    accounts = {(a["metadata"]["namespace"], a["metadata"]["name"]): a for a in _of("ServiceAccount")}
+    settings = Settings()
+    for key in [
+        (settings.training_namespace, settings.training_service_account),
+        (settings.serving_namespace, settings.model_server_service_account),
+    ]:
+        assert accounts[key]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith(
+            "arn:aws:iam::"
+        )
+    for namespace, policy in [
+        (settings.training_namespace, "allow-object-storage-egress"),
+        (settings.serving_namespace, "allow-model-server-artifact-egress"),
+    ]:
+        (rule,) = _policies(namespace)[policy]["egress"]
+        assert {"protocol": "TCP", "port": 443} in rule["ports"]
+        (block,) = [t["ipBlock"] for t in rule["to"]]
+        assert block["cidr"] == "0.0.0.0/0" and "169.254.169.254/32" in block["except"]

@@ -49,7 +49,11 @@ def policy_violations(path: Path) -> list[str]:
     text_lines = path.read_text().splitlines()
     for job_id, job in doc.get("jobs", {}).items():
         perms = job.get("permissions", {})
-        if not isinstance(perms, dict) or any(v == "write" for k, v in perms.items() if k != "packages"):
+        # id-token: write is cosign's keyless signing, in the release workflow's publishing job only.
+        allowed = (
+            {"packages", "id-token"} if (path.name, job_id) == ("release.yml", "publish") else {"packages"}
+        )
+        if not isinstance(perms, dict) or any(v == "write" for k, v in perms.items() if k not in allowed):
             problems.append(f"{job_id}: writes beyond packages: {perms!r}")
         if isinstance(perms, dict) and perms.get("packages") == "write" and path.name != "release.yml":
             problems.append(f"{job_id}: packages: write outside the release workflow")

@@ -30,7 +30,17 @@ def venv_binary(name: str) -> Path:
 
 def checkov() -> Path:
     """The checkov entry point of .venv-tools/, created from the pinned requirements when missing or stale."""
-    binary = TOOLS_VENV / "bin" / "checkov"
+    return tools_binary("checkov")
+
+
+def zizmor() -> Path:
+    """zizmor (the GitHub Actions security linter, a binary wheel) from .venv-tools/."""
+    return tools_binary("zizmor")
+
+
+def tools_binary(name: str) -> Path:
+    """A binary of .venv-tools/, created from the pinned requirements when missing or stale."""
+    binary = TOOLS_VENV / "bin" / name
     wanted = TOOLS_REQUIREMENTS.read_text()
     if binary.exists() and _STAMP.exists() and _STAMP.read_text() == wanted:
         return binary

@@ -45,6 +45,12 @@ def selector(model: str, color: str) -> dict[str, str]:
     return {"app": APP, "model": model, "color": color}
 
 
+def _default_service_account() -> str | None:
+    from mlops.settings import get_settings
+
+    return get_settings().model_server_service_account or None
+
+
 def validate_names(model: str, version: str) -> None:
     """Raise ``ValueError`` unless the model is a DNS label and the version a label value."""
     if not _DNS_LABEL.match(model) or len(model) > 40:
@@ -78,7 +84,8 @@ class ServingSpec:
     s3_secret: str | None = (
         None  # Secret with keys aws_access_key_id/aws_secret_access_key (as the trainer's)
     )
-    service_account: str | None = None
+    # The pods' service account (IRSA); by default the ``model_server_service_account`` setting.
+    service_account: str | None = field(default_factory=lambda: _default_service_account())
     annotations: dict[str, str] = field(default_factory=dict)
     # sha256 of model.onnx recorded at registration: the server refuses to start on other bytes
     model_sha256: str | None = None

@@ -56,6 +56,14 @@ def _run_training(kube) -> None:
     failing = TRAINER.replace(":rbac", ":rbac-fails")
     kube.register_image(failing, ScriptedContainer(logs=["boom"], exit_code=1, run_seconds=0.2))
     assert run(make_operator(image=failing)) is not None
+    # A GPU run first compares its GPUs with the namespace's free GPU quota (the wait before a pod).
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+    from mlops.training.gpu_wait import quota_shortfall
+
+    settings = get_settings()
+    core = KubernetesHook(conn_id=settings.kubernetes_conn_id).core_v1_client
+    assert quota_shortfall(core, settings.training_namespace, 1, None) is None
 
 
 def _promote(cluster, model: str, version: str, namespace: str, replicas: int) -> None:

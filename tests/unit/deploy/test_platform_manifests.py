@@ -102,7 +102,7 @@ def test_worker_may_run_and_follow_training_pods_in_the_training_namespace_only(
         "pods": {"create", "get", "list", "delete", "patch"},
         "pods/log": {"get"},
         "events": {"list"},
-        "resourcequotas": {"get", "list"},  # a run that does not fit the GPU quota waits
+        "resourcequotas": {"list"},  # a run that does not fit the GPU quota waits
     }
     (role,) = [r for r in _of("Role") if r["metadata"]["name"] == "mlops-airflow-training"]
     assert role["metadata"]["namespace"] == Settings().training_namespace

@@ -30,9 +30,9 @@ def training_dag():
 
     from tests.conftest import REPO_ROOT
 
-    dag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "mlops_training.py")).get_dag("mlops_training")
-    dag.deadline = None  # dag.test() cannot run a DeadlineAlert (see tests/integration/training)
-    return dag
+    with pytest.MonkeyPatch.context() as mp:  # the image allow-list is part of the parsed form
+        mp.setenv("MLOPS_TRAINER_IMAGE_ALLOWLIST", "registry.example.com/mlops/")
+        return DagBag(dag_folder=str(REPO_ROOT / "dags" / "mlops_training.py")).get_dag("mlops_training")
 
 
 def test_training_with_an_empty_secret_setting_runs_on_its_service_accounts_role(
@@ -43,6 +43,7 @@ def test_training_with_an_empty_secret_setting_runs_on_its_service_accounts_role
     bucket = f"artifacts-{kube_conn}"
     s3_client.create_bucket(Bucket=bucket)
     monkeypatch.setenv("MLOPS_ARTIFACTS_BUCKET", bucket)
+    monkeypatch.setenv("MLOPS_TRAINER_IMAGE_ALLOWLIST", "registry.example.com/mlops/")  # checked again at run
     monkeypatch.setenv("MLOPS_TRAINER_S3_ENDPOINT", s3_conn)
     monkeypatch.setenv("MLOPS_TRAINER_S3_SECRET", "")
     # The local process stands for the pod: its ambient credentials stand for the web identity.

@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 from mlops.promotion import bluegreen, gates
 from mlops.promotion.manifests.render import active_service_name, preview_service_name
+from mlops.promotion.operators import ANSWER_KEY
 from mlops.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -110,6 +112,8 @@ def notify(request: dict[str, Any], outcome: dict[str, Any], run_url: str = "") 
     model = request["model"]
     if request.get("rollback"):
         title = f"Rolled back {model}: traffic on {outcome.get('to_color')} ({outcome.get('version') or '-'})"
+    elif "rejected_by" in outcome:
+        title = f"Rejected {model} {request['version']}: not promoted"
     else:
         title = (
             f"Promoted {model} {request['version']} ({outcome.get('from_color') or 'first deployment'} -> "
@@ -118,6 +122,9 @@ def notify(request: dict[str, Any], outcome: dict[str, Any], run_url: str = "") 
     sections = [f"*{k.replace('_', ' ')}*: {v}" for k, v in outcome.items() if v not in (None, "", [], {})]
     links = [{"href": run_url, "text": "Airflow run"}] if run_url else None
     router = AlertRouter()
+    if "rejected_by" in outcome:  # nothing changed in production: no change event
+        slack_links = [f"<{run_url}|Airflow run>"] if run_url else None
+        return {"slack": router.slack(title, sections, slack_links), "pagerduty": False}
     return {
         "slack": router.slack(title, sections, [f"<{run_url}|Airflow run>"] if run_url else None),
         "pagerduty": router.pagerduty_change(
@@ -134,13 +141,44 @@ def _public(request: dict[str, Any]) -> dict[str, Any]:
         k: v
         for k, v in request.items()
         if k
-        in ("model", "version", "holder", "production_version", "candidate_accuracy", "dry_run", "rollback")
+        in (
+            "model",
+            "version",
+            "holder",
+            "production_version",
+            "candidate_accuracy",
+            "dry_run",
+            "rollback",
+            "reason",
+        )
     }
 
 
 # -- the DAG's steps ---------------------------------------------------------------------------------
+APPROVAL_TIMEOUT = timedelta(hours=4)
+# The lease must outlive the approval wait: renewed for the wait plus this margin before it starts.
+APPROVAL_LEASE_MARGIN = timedelta(minutes=30)
+
+
+def take_lease(request: dict[str, Any]) -> Any:
+    """Take the model's lease; while another run of the same model holds it, wait (a reschedule-mode
+    sensor: no worker slot) instead of failing. Runs of other models never wait for this one."""
+    from airflow.sdk import PokeReturnValue
+
+    if request["dry_run"]:
+        return PokeReturnValue(is_done=True, xcom_value={"holder": request["holder"], "dry_run": True})
+    try:
+        bluegreen.resolve_active_color(
+            cluster(), request["model"], request["holder"], get_settings().promotion_lease_seconds
+        )
+    except bluegreen.ConcurrentPromotion as exc:
+        log.info("waiting for the lease: %s", exc)
+        return PokeReturnValue(is_done=False)
+    return PokeReturnValue(is_done=True, xcom_value={"holder": request["holder"]})
+
+
 def resolve_active_color(request: dict[str, Any]) -> dict[str, Any]:
-    """The active color from the Service's selector; takes the promotion lease.
+    """The active color from the Service's selector, under this run's lease.
 
     Raises ``AirflowSkipException`` when the requested version already serves production.
     """
@@ -246,89 +284,29 @@ def move_registry_pointer(request: dict[str, Any]) -> dict[str, Any] | None:
     )
 
 
+def scale_down_delay(request: dict[str, Any]) -> int:
+    """Seconds the old color keeps running after the switch, for an instant rollback (0 in a dry run)."""
+    return 0 if request["dry_run"] else int(request["scale_down_delay_seconds"])
+
+
 def scale_down_previous_color(request: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
-    """After scale_down_delay_seconds, the old color goes to 0 replicas; its Deployment stays."""
-    return bluegreen.scale_down(
-        cluster(),
-        request["model"],
-        state["active_color"],
-        request["scale_down_delay_seconds"],
-        request["dry_run"],
-    )
-
-
-def rollback_traffic(request: dict[str, Any]) -> dict[str, Any]:
-    """Scale the previous color up if needed, then switch the active Service back to it."""
-    s = get_settings()
-    kube = cluster()
-    bluegreen.resolve_active_color(
-        kube, request["model"], request["holder"], s.promotion_lease_seconds, request["dry_run"]
-    )
-    return bluegreen.rollback(
-        kube,
-        request["model"],
-        request["holder"],
-        s.promotion_rollout_timeout_seconds,
-        s.promotion_poll_seconds,
-        request["dry_run"],
-    )
-
-
-def roll_back_registry_pointer(request: dict[str, Any]) -> dict[str, Any] | None:
-    """Production pointer -> its previous version."""
-    from mlops.registry import ModelRegistry
-
-    if request["dry_run"]:
-        return None
-    return ModelRegistry.from_settings().rollback(request["model"], request["holder"])
-
-
-def scale_down_rolled_back_color(request: dict[str, Any], outcome: dict[str, Any]) -> dict[str, Any]:
-    """After the delay, the color that was rolled back from goes to 0 replicas."""
-    return bluegreen.scale_down(
-        cluster(),
-        request["model"],
-        outcome.get("from_color"),
-        request["scale_down_delay_seconds"],
-        request["dry_run"],
-    )
-
-
-def verdicts(report: dict[str, Any] | None) -> str | None:
-    """One line of a gate report: each check's name and ok/FAILED."""
-    if not report or report.get("dry_run"):
-        return None
-    return ", ".join(f"{c['name']} {'ok' if c['ok'] else 'FAILED'}" for c in report.get("checks", []))
-
-
-def announce(ti: Any, dag_id: str, run_id: str) -> dict[str, bool]:
-    """Slack summary and PagerDuty change event of what this run did (read from its XComs)."""
-    request = ti.xcom_pull(task_ids="resolve_request")
-    if request["rollback"]:
-        outcome = dict(ti.xcom_pull(task_ids="rollback_traffic") or {})
-    else:
-        outcome = {
-            **(ti.xcom_pull(task_ids="switch_traffic") or {}),
-            "pre_promotion": verdicts(ti.xcom_pull(task_ids="run_pre_promotion_analysis")),
-            "post_promotion": verdicts(ti.xcom_pull(task_ids="run_post_promotion_analysis")),
-        }
-    outcome["dry_run"] = request["dry_run"] or None
-    run_url = f"{get_settings().airflow_base_url}/dags/{dag_id}/runs/{run_id}"
-    return notify(request, outcome, run_url)
+    """The old color goes to 0 replicas (its Deployment stays); the delay before it was waited already."""
+    return bluegreen.scale_down(cluster(), request["model"], state["active_color"], 0, request["dry_run"])
 
 
 def clean_up(ti: Any) -> str:
-    """Undo a failed promotion (before or after the switch) and release the lease, from the run's XComs."""
+    """The promotion's teardown: whatever happened (success, failure, Reject, timeout, a task marked
+    failed), leave the model consistent and release the lease. Reads the run's XComs."""
     request = ti.xcom_pull(task_ids="resolve_request")
     if not request or request["dry_run"]:
         return "nothing to clean up"
+    if not ti.xcom_pull(task_ids="take_lease"):
+        return "the lease was never taken: nothing to clean up"
     kube = cluster()
-    if request["rollback"]:
-        bluegreen.release_lease(kube, request["model"], request["holder"])
-        return "lease released"
     state = ti.xcom_pull(task_ids="resolve_active_color")
     if not state:
-        return "the lease was never taken: nothing to clean up"
+        bluegreen.release_lease(kube, request["model"], request["holder"])
+        return "nothing was deployed; lease released"
     completed = ti.xcom_pull(task_ids="move_registry_pointer") is not None
     s = get_settings()
     return bluegreen.clean_up(
@@ -341,3 +319,84 @@ def clean_up(ti: Any) -> str:
         s.promotion_rollout_timeout_seconds,
         s.promotion_poll_seconds,
     )
+
+
+# -- the rollback DAG's steps ------------------------------------------------------------------------
+def take_lease_for_rollback(request: dict[str, Any]) -> dict[str, Any]:
+    """Take the model's lease for an emergency rollback."""
+    bluegreen.resolve_active_color(
+        cluster(), request["model"], request["holder"], get_settings().promotion_lease_seconds
+    )
+    return {"holder": request["holder"]}
+
+
+def rollback_traffic(request: dict[str, Any]) -> dict[str, Any]:
+    """Scale the previous color up if needed, then switch the active Service back to it."""
+    s = get_settings()
+    return bluegreen.rollback(
+        cluster(),
+        request["model"],
+        request["holder"],
+        s.promotion_rollout_timeout_seconds,
+        s.promotion_poll_seconds,
+    )
+
+
+def roll_back_registry_pointer(request: dict[str, Any]) -> dict[str, Any] | None:
+    """Production pointer -> its previous version."""
+    from mlops.registry import ModelRegistry
+
+    return ModelRegistry.from_settings().rollback(request["model"], request["holder"])
+
+
+def scale_down_rolled_back_color(request: dict[str, Any], outcome: dict[str, Any]) -> dict[str, Any]:
+    """The color that was rolled back from goes to 0 replicas at once (its Deployment stays)."""
+    return bluegreen.scale_down(cluster(), request["model"], outcome.get("from_color"), 0)
+
+
+def release_rollback_lease(ti: Any) -> str:
+    """The rollback's teardown: release the lease it took, however the rollback ended."""
+    request = ti.xcom_pull(task_ids="resolve_request")
+    if not request or not ti.xcom_pull(task_ids="take_lease"):
+        return "the lease was never taken"
+    released = bluegreen.release_lease(cluster(), request["model"], request["holder"])
+    return "lease released" if released else "the lease was no longer ours"
+
+
+def verdicts(report: dict[str, Any] | None) -> str | None:
+    """One line of a gate report: each check's name and ok/FAILED."""
+    if not report or report.get("dry_run"):
+        return None
+    return ", ".join(f"{c['name']} {'ok' if c['ok'] else 'FAILED'}" for c in report.get("checks", []))
+
+
+def announce(ti: Any, dag_id: str, run_id: str) -> dict[str, bool]:
+    """Slack summary and PagerDuty change event of what this run did (read from its XComs).
+
+    A rejected promotion gets a Slack line only (nothing changed in production); a run that
+    changed nothing else (the version already served) announces nothing: ``AirflowSkipException``.
+    """
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    request = ti.xcom_pull(task_ids="resolve_request")
+    if request["rollback"]:
+        outcome = {**(ti.xcom_pull(task_ids="rollback_traffic") or {}), "reason": request.get("reason")}
+    else:
+        switched = ti.xcom_pull(task_ids="switch_traffic")
+        if switched is None:
+            answer = ti.xcom_pull(task_ids="approve_promotion", key=ANSWER_KEY) or {}
+            if answer.get("chosen_options") != ["Reject"]:
+                raise AirflowSkipException("nothing was promoted: nothing to announce")
+            outcome = {
+                "rejected_by": answer.get("responded_by") or "-",
+                "clean_up": ti.xcom_pull(task_ids="clean_up"),
+            }
+        else:
+            outcome = {
+                **switched,
+                "pre_promotion": verdicts(ti.xcom_pull(task_ids="run_pre_promotion_analysis")),
+                "post_promotion": verdicts(ti.xcom_pull(task_ids="run_post_promotion_analysis")),
+            }
+    outcome["dry_run"] = request["dry_run"] or None
+    run_url = f"{get_settings().airflow_base_url}/dags/{dag_id}/runs/{run_id}"
+    return notify(request, outcome, run_url)

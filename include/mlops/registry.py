@@ -24,6 +24,12 @@ here), and the race test in tests/integration/registry proves the protocol.
 A versioned-bucket scheme would not be stronger there: moto appends versions with
 the same unlocked read-modify-write.
 
+The pointer is what serves production: the blue-green state machine
+(:mod:`mlops.promotion.bluegreen`) treats moving it as the commit of a promotion or rollback,
+and its reconcile step makes the cluster follow it. Each move records ``updated_by`` (the
+run) and ``action``, which make a retried move idempotent: a run that finds its own move
+already landed (the response was lost) succeeds instead of failing as a conflict.
+
 Entry statuses (candidate, production, archived) are also written to the entries
 for people browsing the bucket, but readers (:meth:`ModelRegistry.get`,
 :meth:`ModelRegistry.list_versions`) derive the status from the pointer, so a
@@ -395,13 +401,20 @@ class ModelRegistry:
         another writer moves it before this write lands, nothing is written and
         :class:`ConcurrentUpdateError` is raised. The old version becomes archived and
         is kept as ``previous_version``, so :meth:`rollback` can return to it.
-        Promoting the version that is already in production returns the pointer as is.
+
+        Idempotent for its ``actor`` (the run, which is the idempotency key): a retry that
+        finds the pointer already moved to ``version`` from ``expected_current`` by the same
+        actor and action (its first response was lost) returns that pointer. Promoting the
+        version that is already in production returns the pointer as is.
         """
         self.get(model, version)  # must be registered
         key = self.pointer_key(model)
         found = self._read(key)
         pointer, etag = found if found else (None, None)
         current = pointer["version"] if pointer else None
+        if pointer is not None and _already_done(pointer, version, expected_current, actor, action):
+            self._settle_statuses(model, version, expected_current)
+            return pointer
         if current != expected_current:
             raise ConcurrentUpdateError(
                 f"production of {model} is {current!r}, expected {expected_current!r}: "
@@ -425,21 +438,53 @@ class ModelRegistry:
                 f"production of {model} was changed by another writer while promoting {version} "
                 f"(expected {expected_current!r}); re-read and retry"
             ) from exc
-        self._set_status(model, version, PRODUCTION)
-        if current is not None:
-            self._set_status(model, current, ARCHIVED)
+        self._settle_statuses(model, version, current)
         return new
 
-    def rollback(self, model: str, actor: str) -> dict[str, Any]:
+    def _settle_statuses(self, model: str, version: str, previous: str | None) -> None:
+        self._set_status(model, version, PRODUCTION)
+        if previous is not None and previous != version:
+            self._set_status(model, previous, ARCHIVED)
+
+    def rollback(self, model: str, actor: str, expected_current: str | None = None) -> dict[str, Any]:
         """Point production back at ``previous_version``; return the new pointer.
 
-        The rolled-back version becomes the new ``previous_version``, so a second
-        rollback undoes the first. Raises :class:`RegistryError` when there is nothing
-        to roll back to, and :class:`ConcurrentUpdateError` if the pointer moves meanwhile.
+        ``expected_current`` is the version the caller is rolling back from (what it saw in
+        production). A retry by the same ``actor`` (the run) that finds its own rollback done
+        returns the pointer without moving it again, with or without ``expected_current``:
+        a retried rollback never re-promotes the version it rolled back from. A deliberate
+        second rollback (another actor, expecting the version now in production) undoes
+        the first, as ``previous_version`` is the version rolled back from.
+        Raises :class:`RegistryError` when there is nothing to roll back to, and
+        :class:`ConcurrentUpdateError` when production is not ``expected_current``, or moves
+        meanwhile.
         """
         pointer = self.production(model)
         if pointer is None:
             raise RegistryError(f"{model} has no production version to roll back")
+        done_by_actor = pointer.get("action") == "rollback" and pointer.get("updated_by") == actor
+        if done_by_actor and expected_current in (None, pointer.get("previous_version")):
+            return self.promote(
+                model, pointer["version"], pointer["previous_version"], actor, action="rollback"
+            )
+        if expected_current is not None and pointer["version"] != expected_current:
+            raise ConcurrentUpdateError(
+                f"production of {model} is {pointer['version']!r}, expected {expected_current!r}: "
+                "another promotion or rollback happened; re-read and retry"
+            )
         if not pointer.get("previous_version"):
             raise RegistryError(f"{model} {pointer['version']} has no previous version to roll back to")
         return self.promote(model, pointer["previous_version"], pointer["version"], actor, action="rollback")
+
+
+def _already_done(
+    pointer: Mapping[str, Any], version: str, expected: str | None, actor: str, action: str
+) -> bool:
+    """Whether ``pointer`` is the very move asked for, by ``actor``: a retry after a lost response."""
+    return (
+        pointer.get("version") == version
+        and pointer.get("previous_version") == expected
+        and pointer.get("updated_by") == actor
+        and pointer.get("action", "promote") == action
+        and expected != version
+    )

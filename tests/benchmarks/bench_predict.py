@@ -193,7 +193,7 @@ def test_candidate_ready_to_traffic_switched_beyond_the_analysis(
         )
         switched = time.perf_counter()
         registry.promote("digits", version, previous, holder)
-        bluegreen.scale_down(cluster, "digits", state["active_color"], 0)
+        bluegreen.scale_down(cluster, "digits", state["active_color"], 0, holder=holder)
         bluegreen.release_lease(cluster, "digits", holder)
         previous = version
         timings.append(

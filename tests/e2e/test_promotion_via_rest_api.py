@@ -80,9 +80,8 @@ def _active_color(kube) -> str | None:
 
 
 def _lease_holder(kube) -> str | None:
-    from mlops.promotion import bluegreen
-
-    return (bluegreen.lease_of(kube.get("Service", SERVING_NAMESPACE, MODEL)) or {}).get("holder")
+    lease = kube.get("Lease", SERVING_NAMESPACE, f"mlops-promotion-{MODEL}")
+    return ((lease or {}).get("spec") or {}).get("holderIdentity")
 
 
 def _answer(api, run_id: str, option: str) -> None:
@@ -101,7 +100,9 @@ def _wait_for_request(api, run_id: str, parked: bool, timeout: float = 240) -> N
 
     def asked():
         if parked:
-            return instances.get_task_instance(PROMOTION, run_id, "approve_promotion").state == "awaiting_input"
+            return (
+                instances.get_task_instance(PROMOTION, run_id, "approve_promotion").state == "awaiting_input"
+            )
         try:
             return instances.get_hitl_detail(PROMOTION, run_id, "approve_promotion", -1)
         except ac.ApiException as exc:

@@ -66,6 +66,7 @@ SAMPLES: dict[tuple[str, str], dict] = {
         "subjects": [],
     },
     ("scheduling.k8s.io/v1", "PriorityClass"): {"value": 1000},
+    ("coordination.k8s.io/v1", "Lease"): {"spec": {"holderIdentity": "x", "leaseDurationSeconds": 10}},
     ("v1", "Node"): {},
     ("v1", "Namespace"): {},
 }

@@ -1,19 +1,32 @@
 """The blue-green state machine of one served model on Kubernetes.
 
-State lives in the cluster, not in Airflow: the active Service's ``spec.selector.color`` says
-which color takes production traffic, and its annotations record the active version, the
-previous color/version (for rollback), who switched it, and the promotion lease. Every step
-re-reads that state, so each step is idempotent and safe to retry:
+**The source of truth for "what serves production" is the registry's production pointer**
+(``registry/{model}/production.json``, :mod:`mlops.registry`). Moving it is the commit point of a
+promotion or a rollback; the cluster follows it:
 
-    resolve_active_color -> deploy_candidate -> wait_for_rollout -> (analysis, approval)
-    -> switch_traffic -> (post analysis) -> scale_down -> release_lease
-    failure before the switch: abort_candidate; after it: restore_traffic (both in clean_up)
-    a rollback request: rollback (scale the previous color up, wait, switch back)
+- before the commit, a run that holds the model's lease may run a candidate and even switch traffic
+  to it (the post-promotion window), but that state is tentative: a failed run's clean-up, or the
+  next run's :func:`mlops.promotion.reconcile.reconcile`, puts traffic back on the pointer's version;
+- after the commit, nothing undoes it: the clean-up of a committed run changes nothing, and a run
+  that finds traffic elsewhere switches it back to the pointer's version (reconcile).
 
-Writes that depend on what was read carry ``metadata.resourceVersion`` (optimistic
-concurrency: the API answers 409 if anything changed in between). 409s, 429s, 5xx and
-connection errors are retried with exponential backoff; a 403 raises :class:`RbacDenied`
-naming the verb and resource that the service account lacks.
+What the cluster records, and reconcile compares with the pointer: the active Service's
+``spec.selector.color`` (where traffic goes), each color's Deployment template label ``version``
+(what that color runs), and the Service's annotations (``mlops.io/active-version``, the previous
+color and version, who switched it and when). The lease is a ``coordination.k8s.io/v1`` Lease
+(:mod:`mlops.promotion.lease`); every step that changes traffic or replicas checks it right before
+its write.
+
+Every step is idempotent with respect to that truth: a retried step that finds its work done
+succeeds without writing, so a run can be retried from any task:
+
+    reconcile -> resolve_active_color (takes the lease) -> deploy_candidate -> wait_for_rollout
+    -> (analysis, approval) -> switch_traffic -> (post analysis) -> registry.promote (the commit)
+    -> scale_down -> release_lease
+    failure before the commit: clean_up (candidate to 0; traffic back to the previous color)
+    a rollback request: rollback (only to the version that last served production) -> registry.rollback
+
+Writes that depend on what was read carry ``metadata.resourceVersion`` (see :mod:`.kube`).
 """
 
 from __future__ import annotations
@@ -22,49 +35,58 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from typing import Any
 
+from mlops.promotion.errors import (
+    ConcurrentPromotion,
+    LeaseLost,
+    PromotionError,
+    RbacDenied,
+    RolloutFailed,
+)
+from mlops.promotion.kube import MERGE_PATCH, Cluster, RetryPolicy
+from mlops.promotion.lease import (
+    acquire_lease,
+    holder_of,
+    is_live,
+    preempt_lease,
+    read_lease,
+    release_lease,
+    renew_lease,
+    require_lease,
+)
 from mlops.promotion.manifests import render
 from mlops.promotion.manifests.render import COLORS, NO_COLOR, ServingSpec
 
+__all__ = [
+    "ConcurrentPromotion",
+    "Cluster",
+    "LeaseLost",
+    "MERGE_PATCH",
+    "PromotionError",
+    "RbacDenied",
+    "RetryPolicy",
+    "RolloutFailed",
+    "acquire_lease",
+    "preempt_lease",
+    "release_lease",
+    "renew_lease",
+]
+
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 ANNOTATION_PREFIX = "mlops.io/"
-LEASE = "mlops.io/promotion-lease"
+LEGACY_LEASE = "mlops.io/promotion-lease"  # the annotation lease of earlier releases: removed on a switch
 ACTIVE_VERSION = "mlops.io/active-version"
 PREVIOUS_COLOR = "mlops.io/previous-color"
 PREVIOUS_VERSION = "mlops.io/previous-version"
 SWITCHED_BY = "mlops.io/switched-by"
 SWITCHED_AT = "mlops.io/switched-at"
 DEPLOYED_BY = "mlops.io/deployed-by"
-DESIRED_REPLICAS = "mlops.io/desired-replicas"
-MERGE_PATCH = "application/merge-patch+json"
-
-
-class PromotionError(RuntimeError):
-    """The promotion cannot go on; the message says why and what the cluster looks like."""
-
-
-class RolloutFailed(PromotionError):
-    """The candidate's rollout failed (progress deadline exceeded) or did not finish in time."""
-
-
-class ConcurrentPromotion(PromotionError):
-    """Another promotion holds the model's lease, or changed the Service under this one."""
-
-
-class RbacDenied(PermissionError):
-    """The Kubernetes API answered 403: the message names the verb and resource to grant."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 6
-    initial_seconds: float = 0.2
-    max_seconds: float = 5.0
+DESIRED_REPLICAS = "mlops.io/desired-replicas"  # the configured minimum of a color
+SCALED_DOWN_FROM = "mlops.io/scaled-down-from"  # the count a color had when it was scaled to zero
+SpecFor = Callable[[str, str], ServingSpec]  # (color, version) -> the manifests' inputs
 
 
 def _now() -> datetime:
@@ -80,182 +102,6 @@ def other_color(color: str | None) -> str:
     return "green" if color == "blue" else "blue"
 
 
-# -- the API, with retries and readable 403s --------------------------------------------------------
-class Cluster:
-    """The official Kubernetes client for one namespace, with the retry and error policy above."""
-
-    def __init__(self, api_client: Any, namespace: str, retry: RetryPolicy | None = None):
-        from kubernetes import client
-
-        self.api_client = api_client
-        self.namespace = namespace
-        self.apps = client.AppsV1Api(api_client)
-        self.core = client.CoreV1Api(api_client)
-        self.autoscaling = client.AutoscalingV2Api(api_client)
-        self.policy = client.PolicyV1Api(api_client)
-        self.retry = retry or RetryPolicy()
-
-    @classmethod
-    def from_connection(cls, namespace: str | None = None, conn_id: str | None = None) -> Cluster:
-        """Built from the Airflow Kubernetes connection (``settings.kubernetes_conn_id``) at run time."""
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
-
-        from mlops.settings import get_settings
-
-        settings = get_settings()
-        hook = KubernetesHook(conn_id=conn_id or settings.kubernetes_conn_id)
-        return cls(hook.api_client, namespace or settings.serving_namespace)
-
-    def call(
-        self,
-        verb: str,
-        resource: str,
-        fn: Callable[..., T],
-        *args: Any,
-        retry_conflicts: bool = True,
-        **kwargs: Any,
-    ) -> T:
-        """Run one API call; retry 409 (unless ``retry_conflicts`` is False), 429, 5xx and network errors."""
-        import urllib3
-        from kubernetes.client.exceptions import ApiException
-        from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
-
-        def transient(exc: BaseException) -> bool:
-            if isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError):
-                return True
-            if not isinstance(exc, ApiException):
-                return False
-            if exc.status == 409:
-                return retry_conflicts and _reason(exc) != "AlreadyExists"
-            return exc.status == 429 or exc.status >= 500
-
-        def log_retry(state) -> None:
-            log.warning(
-                "Kubernetes %s %s failed (%s); retry %d of %d",
-                verb,
-                resource,
-                _short(state.outcome.exception()),
-                state.attempt_number,
-                self.retry.attempts - 1,
-            )
-
-        try:
-            for attempt in Retrying(
-                retry=retry_if_exception(transient),
-                stop=stop_after_attempt(self.retry.attempts),
-                wait=wait_exponential(multiplier=self.retry.initial_seconds, max=self.retry.max_seconds),
-                before_sleep=log_retry,
-                reraise=True,
-            ):
-                with attempt:
-                    return fn(*args, **kwargs)
-        except ApiException as exc:
-            if exc.status == 403:
-                group, plural = resource.split("/", 1) if "/" in resource else ("", resource)
-                raise RbacDenied(
-                    f"Kubernetes API denied '{verb}' on '{plural}' (apiGroup '{group}') in namespace "
-                    f"'{self.namespace}' (403 Forbidden: {_message(exc)}). Grant the Airflow service account "
-                    f"the RBAC verb '{verb}' on resource '{plural}' in that namespace (helm-values/ RBAC)."
-                ) from exc
-            raise
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    # kind -> (RBAC resource "group/plural", client attribute, method suffix) for every kind touched.
-    _KINDS: dict[str, tuple[str, str, str]] = {
-        "Deployment": ("apps/deployments", "apps", "deployment"),
-        "Service": ("services", "core", "service"),
-        "HorizontalPodAutoscaler": (
-            "autoscaling/horizontalpodautoscalers",
-            "autoscaling",
-            "horizontal_pod_autoscaler",
-        ),
-        "PodDisruptionBudget": ("policy/poddisruptionbudgets", "policy", "pod_disruption_budget"),
-    }
-
-    def _method(self, kind: str, verb: str) -> tuple[str, Callable[..., Any]]:
-        """The RBAC resource and the client method for ``verb`` ("read", "create", ...) on ``kind``."""
-        resource, api, suffix = self._KINDS[kind]
-        return resource, getattr(getattr(self, api), f"{verb}_namespaced_{suffix}")
-
-    # Reads return plain dicts (the JSON the API sent), which the logic below compares directly.
-    def read(self, kind: str, name: str) -> dict | None:
-        """The object, or ``None`` when it does not exist."""
-        from kubernetes.client.exceptions import ApiException
-
-        resource, fn = self._method(kind, "read")
-        try:
-            response = self.call("get", resource, fn, name, self.namespace, _preload_content=False)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return json.loads(response.data)
-
-    def create(self, doc: dict) -> dict:
-        resource, fn = self._method(doc["kind"], "create")
-        response = self.call("create", resource, fn, self.namespace, doc, _preload_content=False)
-        return json.loads(response.data)
-
-    def replace(self, doc: dict) -> dict:
-        name = doc["metadata"]["name"]
-        resource, fn = self._method(doc["kind"], "replace")
-        response = self.call(
-            "update", resource, fn, name, self.namespace, doc, retry_conflicts=False, _preload_content=False
-        )
-        return json.loads(response.data)
-
-    def patch(self, kind: str, name: str, body: dict, *, guarded: bool) -> dict:
-        """JSON merge patch; ``guarded`` patches carry a resourceVersion, so a 409 is not retried here."""
-        resource, fn = self._method(kind, "patch")
-        response = self.call(
-            "patch",
-            resource,
-            fn,
-            name,
-            self.namespace,
-            body,
-            retry_conflicts=not guarded,
-            _content_type=MERGE_PATCH,
-            _preload_content=False,
-        )
-        return json.loads(response.data)
-
-    def guarded(self, what: str, fn: Callable[[], T]) -> T:
-        """Run a read-check-write ``fn`` again (re-reading) when its guarded write meets a 409."""
-        from kubernetes.client.exceptions import ApiException
-
-        delay = self.retry.initial_seconds
-        for attempt in range(1, self.retry.attempts + 1):
-            try:
-                return fn()
-            except ApiException as exc:
-                if exc.status != 409 or _reason(exc) == "AlreadyExists" or attempt == self.retry.attempts:
-                    raise
-                log.warning("%s: conflict (%s); re-reading and retrying in %.1f s", what, _short(exc), delay)
-                time.sleep(delay)
-                delay = min(delay * 2, self.retry.max_seconds)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _reason(exc: Any) -> str:
-    try:
-        return json.loads(exc.body or "{}").get("reason", "")
-    except (TypeError, ValueError):
-        return ""
-
-
-def _message(exc: Any) -> str:
-    try:
-        return json.loads(exc.body or "{}").get("message", "") or str(exc.reason)
-    except (TypeError, ValueError):
-        return str(getattr(exc, "reason", exc))
-
-
-def _short(exc: BaseException | None) -> str:
-    status = getattr(exc, "status", None)
-    return f"{status} {_message(exc)}" if status else f"{type(exc).__name__}: {exc}"
-
-
 # -- reading the state ------------------------------------------------------------------------------
 def service_color(service: dict | None) -> str | None:
     """The color an active Service sends traffic to (``None``: no Service, or never switched)."""
@@ -269,34 +115,14 @@ def _annotations(obj: dict | None) -> dict[str, str]:
     return dict(((obj or {}).get("metadata") or {}).get("annotations") or {})
 
 
-def lease_of(service: dict | None) -> dict | None:
-    """The promotion lease on an active Service (``holder``, ``expires``), or ``None``."""
-    raw = _annotations(service).get(LEASE)
-    if not raw:
-        return None
-    try:
-        lease = json.loads(raw)
-    except ValueError:
-        return None
-    return lease if isinstance(lease, dict) else None
-
-
-def _lease_blocks(lease: dict | None, holder: str) -> bool:
-    if not lease or lease.get("holder") == holder:
-        return False
-    try:
-        expires = datetime.fromisoformat(str(lease.get("expires")).replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return expires > _now()
-
-
 def rollout_status(deployment: dict) -> tuple[str, str]:
     """Classify a Deployment's rollout: ("complete" | "progressing" | "failed", explanation).
 
     Complete only when the status describes the current spec (``observedGeneration >=
-    generation``) and updated = ready = available = desired replicas, with no old pods left.
-    Failed when the controller reports ``ProgressDeadlineExceeded`` for the current spec.
+    generation``), at least one replica is desired, and updated = ready = available = desired
+    replicas, with no old pods left. A color at 0 desired or 0 available replicas is never complete:
+    traffic sent there would meet no pod. Failed when the controller reports
+    ``ProgressDeadlineExceeded`` for the current spec.
     """
     meta, spec, status = deployment["metadata"], deployment.get("spec") or {}, deployment.get("status") or {}
     generation, observed = meta.get("generation", 0), status.get("observedGeneration", 0)
@@ -313,6 +139,8 @@ def rollout_status(deployment: dict) -> tuple[str, str]:
         k: status.get(k, 0) or 0
         for k in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
     }
+    if desired < 1:
+        return "progressing", f"desired {desired} replicas: a color at zero replicas serves nothing"
     if (
         counts["updatedReplicas"]
         == counts["readyReplicas"]
@@ -327,30 +155,47 @@ def rollout_status(deployment: dict) -> tuple[str, str]:
     )
 
 
-def _template_version(deployment: dict) -> str | None:
+def template_version(deployment: dict | None) -> str | None:
+    """The version a Deployment's pod template runs (its ``version`` label), ``None`` without one."""
     return (
-        (((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {})
+        ((((deployment or {}).get("spec") or {}).get("template") or {}).get("metadata") or {})
         .get("labels", {})
         .get("version")
     )
 
 
+_template_version = template_version
+
+
+def replicas_of(deployment: dict | None) -> int:
+    """A Deployment's ``spec.replicas`` (0 when it does not exist)."""
+    return int(((deployment or {}).get("spec") or {}).get("replicas", 0) or 0)
+
+
+def current_replicas(cluster: Cluster, model: str, color: str | None) -> int:
+    """How many replicas ``color`` runs now: its Deployment's ``spec.replicas`` or its HPA's
+    ``status.currentReplicas``, whichever is larger (0 for no color)."""
+    if color is None:
+        return 0
+    name = render.deployment_name(model, color)
+    hpa = cluster.read("HorizontalPodAutoscaler", name)
+    from_hpa = int(((hpa or {}).get("status") or {}).get("currentReplicas", 0) or 0)
+    return max(replicas_of(cluster.read("Deployment", name)), from_hpa)
+
+
+def restore_count(deployment: dict) -> int:
+    """The count to scale a color back up to: what it had when scaled down, at least its minimum."""
+    annotations = _annotations(deployment)
+    counts = []
+    for key in (SCALED_DOWN_FROM, DESIRED_REPLICAS):
+        try:
+            counts.append(int(annotations.get(key, "0")))
+        except ValueError:
+            continue
+    return max([1, *counts])
+
+
 # -- the steps ---------------------------------------------------------------------------------------
-def _annotate_lease(cluster: Cluster, service: dict[str, Any], value: str | None) -> None:
-    """Set (``None``: remove) the lease annotation, guarded by the Service's resourceVersion."""
-    cluster.patch(
-        "Service",
-        service["metadata"]["name"],
-        {
-            "metadata": {
-                "resourceVersion": service["metadata"]["resourceVersion"],
-                "annotations": {LEASE: value},
-            }
-        },
-        guarded=True,
-    )
-
-
 def resolve_active_color(
     cluster: Cluster,
     model: str,
@@ -358,78 +203,105 @@ def resolve_active_color(
     lease_seconds: int = 3600,
     dry_run: bool = False,
     version: str | None = None,
+    *,
+    registry: Any = None,
 ) -> dict:
-    """Read the active color and take the model's promotion lease; returns the plan's starting state.
+    """Take the model's promotion lease and read the active color; returns the plan's starting state.
 
-    ``{"active_color", "active_version", "candidate_color", "first_deployment", "already_active"}``.
-    On a first deployment the active Service is created selecting no pod, so the lease has a home.
-    Raises :class:`ConcurrentPromotion` while another holder's lease is live. When ``version`` is
-    already the active one, nothing is written (``already_active``). A dry run only reads.
+    ``{"active_color", "active_version", "candidate_color", "first_deployment", "already_active",
+    "already_switched"}``. On a first deployment the active Service is created selecting no pod.
+    Raises :class:`ConcurrentPromotion` while another holder's lease is live (see
+    :func:`~mlops.promotion.lease.acquire_lease`). A dry run, and a version that is already active,
+    only read: the lease is not taken when there is nothing to do.
+
+    ``already_active``: ``version`` runs on the color that takes traffic and, when ``registry`` is
+    given, the production pointer (the truth) names it too. When the cluster serves ``version`` but
+    the pointer names another one (a run that switched and never committed), the state resumes that
+    promotion instead of skipping it: the pointer's color is ``active_color``, the serving color is
+    ``candidate_color`` and ``already_switched`` is true, so the following steps find their work done
+    and the run ends by moving the pointer.
     """
     name = render.active_service_name(model)
-
-    def attempt() -> dict:
-        service = cluster.read("Service", name)
-        lease = lease_of(service)
-        if _lease_blocks(lease, holder):
-            raise ConcurrentPromotion(
-                f"{model}: another promotion holds the lease on Service {cluster.namespace}/{name} "
-                f"({lease.get('holder')}, until {lease.get('expires')}); refusing to start a second one"
-            )
-        state = {
-            "active_color": service_color(service),
-            "active_version": _annotations(service).get(ACTIVE_VERSION),
-            "first_deployment": service_color(service) is None,
-        }
-        state["candidate_color"] = other_color(state["active_color"])
-        state["already_active"] = (
-            version is not None and state["active_color"] is not None and (state["active_version"] == version)
+    lease = read_lease(cluster, model)
+    if holder_of(lease) not in (None, holder) and is_live(lease):
+        acquire_lease(cluster, model, holder, lease_seconds)  # raises ConcurrentPromotion, naming the holder
+    service = cluster.read("Service", name)
+    selected = service_color(service)
+    serving = (
+        template_version(cluster.read("Deployment", render.deployment_name(model, selected)))
+        if (selected)
+        else None
+    )
+    state = {
+        "active_color": selected,
+        "active_version": _annotations(service).get(ACTIVE_VERSION) or serving,
+        "first_deployment": selected is None,
+        "candidate_color": other_color(selected),
+        "already_active": False,
+        "already_switched": False,
+    }
+    if version is not None and selected is not None and serving == version:
+        pointer = registry.production(model) if registry is not None else None
+        production = pointer["version"] if pointer else None
+        if registry is None or production == version:
+            state["already_active"] = True
+            log.info("%s: version %s already takes traffic on %s: nothing to do", model, version, selected)
+            return state
+        idle = other_color(selected)
+        idle_runs = template_version(cluster.read("Deployment", render.deployment_name(model, idle)))
+        state.update(
+            active_color=idle if production is not None and idle_runs == production else None,
+            active_version=production,
+            candidate_color=selected,
+            first_deployment=production is None,
+            already_switched=True,
         )
-        if state["already_active"]:
-            log.info(
-                "%s: version %s already takes traffic on %s: nothing to do",
-                model,
-                version,
-                state["active_color"],
-            )
-            return state
-        if dry_run:
-            log.info("dry run: would take the lease on Service %s/%s", cluster.namespace, name)
-            return state
-        new_lease = json.dumps({"holder": holder, "expires": _iso(_now() + timedelta(seconds=lease_seconds))})
-        if service is None:
-            cluster.create(render.service(model, cluster.namespace, "active", NO_COLOR, {LEASE: new_lease}))
-        else:
-            _annotate_lease(cluster, service, new_lease)
-        log.info(
-            "%s: active color %s (version %s); lease taken by %s",
+        log.warning(
+            "%s: %s already takes traffic on %s but the registry names %s: resuming that promotion",
             model,
-            state["active_color"],
-            state["active_version"],
-            holder,
+            version,
+            selected,
+            production,
         )
-        return state
-
-    return cluster.guarded(f"take the lease of {model}", attempt)
+    if not dry_run:
+        acquire_lease(cluster, model, holder, lease_seconds)
+    if service is None and not dry_run:
+        cluster.create(render.service(model, cluster.namespace, "active", NO_COLOR))
+    log.info(
+        "%s: active color %s (version %s); lease held by %s",
+        model,
+        state["active_color"],
+        state["active_version"],
+        holder,
+    )
+    return state
 
 
 def deploy_candidate(cluster: Cluster, spec: ServingSpec, holder: str, dry_run: bool = False) -> dict:
     """Create or update the candidate color's Deployment, HPA and PDB, and point the preview Service at it.
 
-    Refuses to touch the color that takes traffic. Returns ``{"deployment", "generation", "changed"}``;
-    ``generation`` is what :func:`wait_for_rollout` must see observed.
+    The candidate starts at the active color's current replica count (its Deployment's or its HPA's,
+    as Argo Rollouts does), never below ``spec.replicas`` (the configured minimum, also the HPA's
+    ``minReplicas``). Refuses to change the color that takes traffic (an unchanged re-apply of the
+    version it already runs is a no-op). Returns ``{"deployment", "generation", "changed",
+    "replicas"}``; ``generation`` is what :func:`wait_for_rollout` must see observed.
     """
     active = cluster.read("Service", render.active_service_name(spec.model))
-    if service_color(active) == spec.color:
-        raise PromotionError(f"{spec.model}: {spec.color} is the active color; refusing to deploy over it")
+    active_color = service_color(active)
     desired = render.deployment(spec)
     desired["metadata"]["annotations"].update({DEPLOYED_BY: holder, DESIRED_REPLICAS: str(spec.replicas)})
     name = desired["metadata"]["name"]
+    live = cluster.read("Deployment", name)
+    if live is not None and template_version(live) == spec.version and replicas_of(live) > 0:
+        desired["spec"]["replicas"] = replicas_of(live)  # a retry: the HPA may have scaled it since
+    elif active_color != spec.color:
+        desired["spec"]["replicas"] = max(spec.replicas, current_replicas(cluster, spec.model, active_color))
+    if active_color == spec.color and not (live is not None and _contains(live.get("spec"), desired["spec"])):
+        raise PromotionError(f"{spec.model}: {spec.color} is the active color; refusing to deploy over it")
     if dry_run:
-        current = cluster.read("Deployment", name)
         log.info(
             "dry run: would %s Deployment %s/%s at version %s; manifests:\n%s",
-            "update" if current else "create",
+            "update" if live else "create",
             cluster.namespace,
             name,
             spec.version,
@@ -443,28 +315,37 @@ def deploy_candidate(cluster: Cluster, spec: ServingSpec, holder: str, dry_run: 
             return cluster.create(desired)
         if _same_spec(current, desired):
             return current
+        if service_color(cluster.read("Service", render.active_service_name(spec.model))) == spec.color:
+            if _contains(current.get("spec"), desired["spec"]):
+                return current  # it already runs this spec; only who deployed it differs
+            raise PromotionError(f"{spec.model}: {spec.color} became the active color; not deploying over it")
         updated = {
             **desired,
             "metadata": {**desired["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]},
         }
         return cluster.replace(updated)
 
-    before = cluster.read("Deployment", name)
     result = cluster.guarded(f"apply Deployment {name}", apply_deployment)
     for doc in (render.hpa(spec), render.pdb(spec)):
         _apply_simple(cluster, doc)
     _point_preview(cluster, spec.model, spec.color)
     generation = result["metadata"]["generation"]
-    changed = before is None or before["metadata"].get("generation") != generation
+    changed = live is None or live["metadata"].get("generation") != generation
     log.info(
-        "%s: Deployment %s at version %s, generation %s (%s)",
+        "%s: Deployment %s at version %s, generation %s, %s replicas (%s)",
         spec.model,
         name,
         spec.version,
         generation,
+        desired["spec"]["replicas"],
         "changed" if changed else "unchanged",
     )
-    return {"deployment": name, "generation": generation, "changed": changed}
+    return {
+        "deployment": name,
+        "generation": generation,
+        "changed": changed,
+        "replicas": desired["spec"]["replicas"],
+    }
 
 
 def _same_spec(current: dict, desired: dict) -> bool:
@@ -589,6 +470,7 @@ def _select_color(cluster: Cluster, service: dict, color: str, version: str | No
                     PREVIOUS_VERSION: annotations.get(ACTIVE_VERSION, ""),
                     SWITCHED_BY: holder,
                     SWITCHED_AT: switched_at,
+                    LEGACY_LEASE: None,
                 },
             },
             "spec": {"selector": {"color": color}},
@@ -596,6 +478,20 @@ def _select_color(cluster: Cluster, service: dict, color: str, version: str | No
         guarded=True,
     )
     return switched_at
+
+
+def _require_serving(cluster: Cluster, model: str, color: str, version: str, why: str) -> None:
+    """Raise unless ``color`` is a complete rollout of ``version`` right now (read fresh)."""
+    name = render.deployment_name(model, color)
+    deployment = cluster.read("Deployment", name)
+    if deployment is None:
+        raise PromotionError(f"{model}: Deployment {name} does not exist; {why}")
+    state, message = rollout_status(deployment)
+    if state != "complete" or template_version(deployment) != version:
+        raise PromotionError(
+            f"{model}: {color} is not a complete rollout of {version} right now "
+            f"({message}; template version {template_version(deployment)!r}); {why}"
+        )
 
 
 def switch_traffic(
@@ -610,9 +506,9 @@ def switch_traffic(
     """Point the active Service at ``to_color`` in ONE patch guarded by its resourceVersion.
 
     Checked at switch time, against a fresh read: this run still holds the lease; the Service still
-    selects ``expected_from``; ``to_color``'s rollout of ``version`` is complete right now. Switching
-    to where the Service already points (same version) changes nothing. Returns ``{"switched",
-    "from_color", "to_color", "switched_at"}``.
+    selects ``expected_from``; ``to_color`` is a complete rollout of ``version`` right now (at least
+    one replica, all available). Switching to where the Service already points (same version)
+    changes nothing. Returns ``{"switched", "from_color", "to_color", "switched_at"}``.
     """
     name = render.active_service_name(model)
 
@@ -643,26 +539,15 @@ def switch_traffic(
                 version,
             )
             return {"switched": False, "from_color": current, "to_color": to_color, "dry_run": True}
-        lease = lease_of(service)
-        if not lease or lease.get("holder") != holder:
-            raise ConcurrentPromotion(
-                f"{model}: the lease on Service {name} is held by "
-                f"{(lease or {}).get('holder')!r}, not this promotion ({holder}); not switching"
-            )
+        # Read after the Service: a pre-emptor that switches it first makes our patch a 409, and the
+        # retry of this attempt then finds the lease gone.
+        require_lease(cluster, model, holder)
         if current != expected_from:
             raise ConcurrentPromotion(
                 f"{model}: Service {name} selects {current!r}, expected {expected_from!r}: "
                 "someone else switched it; not switching"
             )
-        deployment = cluster.read("Deployment", render.deployment_name(model, to_color))
-        if deployment is None:
-            raise PromotionError(f"Deployment {render.deployment_name(model, to_color)} does not exist")
-        state, message = rollout_status(deployment)
-        if state != "complete" or _template_version(deployment) != version:
-            raise PromotionError(
-                f"{model}: {to_color} is not a complete rollout of {version} right now "
-                f"({message}; template version {_template_version(deployment)!r}); not switching"
-            )
+        _require_serving(cluster, model, to_color, version, "not switching")
         switched_at = _select_color(cluster, service, to_color, version, holder)
         log.info("%s: traffic switched from %s to %s (version %s)", model, current, to_color, version)
         return {"switched": True, "from_color": current, "to_color": to_color, "switched_at": switched_at}
@@ -670,10 +555,15 @@ def switch_traffic(
     return cluster.guarded(f"switch {name} to {to_color}", attempt)
 
 
-def scale(cluster: Cluster, model: str, color: str, replicas: int, dry_run: bool = False) -> dict:
-    """Set a color's replica count, refusing to scale the active color to zero. Keeps the Deployment.
+def scale(
+    cluster: Cluster, model: str, color: str, replicas: int, dry_run: bool = False, *, holder: str
+) -> dict:
+    """Set a color's replica count as the lease's ``holder``; keeps the Deployment.
 
-    A dry run only logs what it would do (the switch it would follow did not happen either).
+    Raises :class:`LeaseLost` unless ``holder`` holds the model's lease (checked between reading the
+    Deployment and the patch guarded by its resourceVersion). Refuses to scale the active color to
+    zero. Scaling to zero records the count it had (``mlops.io/scaled-down-from``), which a rollback
+    or a restore scales back up to. A dry run only logs what it would do.
     """
     name = render.deployment_name(model, color)
 
@@ -681,49 +571,83 @@ def scale(cluster: Cluster, model: str, color: str, replicas: int, dry_run: bool
         if dry_run:
             log.info("dry run: would scale %s to %d", name, replicas)
             return {"deployment": name, "replicas": replicas, "dry_run": True}
+        current = cluster.read("Deployment", name)
+        if current is None:
+            return {"deployment": name, "replicas": None}
+        require_lease(cluster, model, holder)
         if (
             replicas == 0
             and service_color(cluster.read("Service", render.active_service_name(model))) == color
         ):
             raise PromotionError(f"{model}: {color} takes traffic; refusing to scale it to zero")
-        current = cluster.read("Deployment", name)
-        if current is None:
-            return {"deployment": name, "replicas": None}
-        if (current.get("spec") or {}).get("replicas") == replicas:
+        had = replicas_of(current)
+        if had == replicas:
             return {"deployment": name, "replicas": replicas, "generation": current["metadata"]["generation"]}
-        # The HPA of a Deployment at 0 replicas stays idle ("scaling is disabled"), so it can stay too.
+        meta: dict[str, Any] = {"resourceVersion": current["metadata"]["resourceVersion"]}
+        if replicas == 0:
+            # The HPA of a Deployment at 0 replicas stays idle ("scaling is disabled"), so it can stay too.
+            meta["annotations"] = {SCALED_DOWN_FROM: str(had)}
         updated = cluster.patch(
-            "Deployment",
-            name,
-            {
-                "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-                "spec": {"replicas": replicas},
-            },
-            guarded=True,
+            "Deployment", name, {"metadata": meta, "spec": {"replicas": replicas}}, guarded=True
         )
-        log.info("scaled %s to %d replicas", name, replicas)
-        return {"deployment": name, "replicas": replicas, "generation": updated["metadata"]["generation"]}
+        log.info("scaled %s from %d to %d replicas", name, had, replicas)
+        return {
+            "deployment": name,
+            "replicas": replicas,
+            "previous_replicas": had,
+            "generation": updated["metadata"]["generation"],
+        }
 
     return cluster.guarded(f"scale {name} to {replicas}", attempt)
 
 
 def scale_down(
-    cluster: Cluster, model: str, color: str | None, delay_seconds: float = 30, dry_run: bool = False
+    cluster: Cluster,
+    model: str,
+    color: str | None,
+    delay_seconds: float = 30,
+    dry_run: bool = False,
+    *,
+    holder: str,
 ) -> dict:
-    """After ``delay_seconds`` (Argo Rollouts' scaleDownDelaySeconds), scale the old color to zero."""
+    """After ``delay_seconds`` (Argo Rollouts' scaleDownDelaySeconds), scale the old color to zero,
+    as the lease's ``holder`` (see :func:`scale`)."""
     if color is None:
         return {"deployment": None, "replicas": None}
     if delay_seconds > 0 and not dry_run:
         log.info("keeping %s up for %.0f s for an instant rollback", color, delay_seconds)
         time.sleep(delay_seconds)
-    return scale(cluster, model, color, 0, dry_run=dry_run)
+    return scale(cluster, model, color, 0, dry_run=dry_run, holder=holder)
 
 
-def _desired_replicas(deployment: dict) -> int:
-    try:
-        return max(1, int(_annotations(deployment).get(DESIRED_REPLICAS, "1")))
-    except ValueError:
-        return 1
+def bring_up(
+    cluster: Cluster,
+    model: str,
+    color: str,
+    version: str,
+    holder: str,
+    timeout_seconds: float = 600,
+    poll_seconds: float = 2.0,
+    dry_run: bool = False,
+) -> dict:
+    """Make ``color`` a complete rollout of ``version`` again: scale it back to the count it had when
+    it was scaled down (at least its minimum) and wait. Raises :class:`PromotionError` when the color
+    runs another version."""
+    name = render.deployment_name(model, color)
+    deployment = cluster.read("Deployment", name)
+    if deployment is None:
+        raise PromotionError(f"{model}: Deployment {name} is gone; cannot bring {version} back on {color}")
+    if template_version(deployment) != version:
+        raise PromotionError(
+            f"{model}: {color} runs {template_version(deployment)!r}, not {version!r}; not bringing it up"
+        )
+    if replicas_of(deployment) > 0 or dry_run:
+        scaled = {"deployment": name, "generation": deployment["metadata"].get("generation")}
+    else:
+        scaled = scale(cluster, model, color, restore_count(deployment), holder=holder)
+    if not dry_run:
+        wait_for_rollout(cluster, name, version, scaled.get("generation"), timeout_seconds, poll_seconds)
+    return scaled
 
 
 def restore_traffic(
@@ -734,45 +658,41 @@ def restore_traffic(
     timeout_seconds: float = 600,
     poll_seconds: float = 2.0,
     dry_run: bool = False,
+    *,
+    expected_version: str | None = None,
 ) -> dict:
     """Send traffic back to ``to_color``: scale it up if needed, wait, switch in one guarded patch.
 
+    ``expected_version`` (the version that served before this run's switch) must be what
+    ``to_color`` runs, or nothing is switched: traffic never goes to a version that was not promoted.
     ``to_color=None`` (a failed first deployment) points the active Service at no pod. The
     ``expected_from`` check is relaxed to "whatever is active now"; the lease must still be ours.
     """
     name = render.active_service_name(model)
+    version = ""
     if to_color is not None:
         deployment = cluster.read("Deployment", render.deployment_name(model, to_color))
-        if deployment is None:
-            raise PromotionError(f"{model}: cannot restore {to_color}: its Deployment is gone")
-        version = _template_version(deployment) or ""
-        if (deployment.get("spec") or {}).get("replicas", 0) == 0:
-            scaled = scale(cluster, model, to_color, _desired_replicas(deployment), dry_run=dry_run)
-            if not dry_run:
-                wait_for_rollout(
-                    cluster,
-                    scaled["deployment"],
-                    version,
-                    scaled.get("generation"),
-                    timeout_seconds,
-                    poll_seconds,
-                )
-    else:
-        version = ""
+        version = template_version(deployment) or ""
+        if expected_version and version != expected_version:
+            raise PromotionError(
+                f"{model}: refusing to restore traffic to {to_color}: it runs {version or None!r}, not "
+                f"{expected_version!r}, the version that served production before"
+            )
+        bring_up(cluster, model, to_color, version, holder, timeout_seconds, poll_seconds, dry_run)
 
     def attempt() -> dict:
         service = cluster.read("Service", name)
         if service is None:
             raise PromotionError(f"Service {cluster.namespace}/{name} does not exist")
-        lease = lease_of(service)
-        if _lease_blocks(lease, holder):
-            raise ConcurrentPromotion(f"{model}: lease held by {lease.get('holder')}; not restoring traffic")
         current = service_color(service)
         if current == to_color:
-            return {"switched": False, "to_color": to_color}
+            return {"switched": False, "to_color": to_color, "version": version or None}
         if dry_run:
             log.info("dry run: would switch %s from %s back to %s", name, current, to_color)
             return {"switched": False, "to_color": to_color, "dry_run": True}
+        require_lease(cluster, model, holder)
+        if to_color is not None:
+            _require_serving(cluster, model, to_color, version, "not restoring traffic")
         _select_color(cluster, service, to_color or NO_COLOR, version or None, holder)
         log.warning(
             "%s: traffic restored from %s to %s (version %s)", model, current, to_color, version or "-"
@@ -789,32 +709,77 @@ def rollback(
     timeout_seconds: float = 600,
     poll_seconds: float = 2.0,
     dry_run: bool = False,
+    *,
+    to_version: str | None = None,
+    spec_for: SpecFor | None = None,
 ) -> dict:
-    """A rollback request: send traffic back to the previous color recorded on the active Service."""
+    """A rollback request: send traffic back to the version that last served production.
+
+    ``to_version`` is that version: the registry pointer's ``previous_version`` (the truth); without
+    it, the ``mlops.io/previous-version`` the last switch recorded on the active Service. Traffic goes
+    only to a color whose template runs exactly that version: the idle color when it still does
+    (scaled back up to the count it had), else, when ``spec_for(color, version)`` is given, the idle
+    color redeployed with it (waiting for its rollout); otherwise :class:`PromotionError` refuses,
+    naming what the idle color runs now (say a rejected candidate). Never a version that was not
+    promoted.
+
+    Idempotent: when the active color already runs ``to_version``, or this ``holder`` already
+    switched the Service (a retried task), nothing changes. The caller holds the lease (taken by
+    :func:`resolve_active_color`, or pre-empted for an emergency). Returns ``{"switched",
+    "from_color", "to_color", "version"}``.
+    """
     service = cluster.read("Service", render.active_service_name(model))
+    annotations = _annotations(service)
     current = service_color(service)
-    previous = _annotations(service).get(PREVIOUS_COLOR) or None
-    if current is None or previous not in COLORS or previous == current:
-        raise PromotionError(f"{model}: nothing to roll back to (active {current!r}, previous {previous!r})")
-    result = restore_traffic(cluster, model, previous, holder, timeout_seconds, poll_seconds, dry_run)
-    return {**result, "from_color": current, "to_color": previous}
-
-
-def release_lease(cluster: Cluster, model: str, holder: str, dry_run: bool = False) -> bool:
-    """Remove this holder's lease from the active Service; returns whether there was one to remove."""
-    name = render.active_service_name(model)
-
-    def attempt() -> bool:
-        service = cluster.read("Service", name)
-        lease = lease_of(service)
-        if not lease or lease.get("holder") != holder:
-            return False
-        if dry_run:
-            return False
-        _annotate_lease(cluster, service, None)
-        return True
-
-    return cluster.guarded(f"release the lease of {model}", attempt)
+    serving = (
+        template_version(cluster.read("Deployment", render.deployment_name(model, current)))
+        if (current)
+        else None
+    )
+    target = to_version or annotations.get(PREVIOUS_VERSION) or None
+    if current is not None and (
+        serving == to_version or (annotations.get(SWITCHED_BY) == holder and not to_version)
+    ):
+        log.info("%s: %s already serves %s: the rollback is done", model, current, serving)
+        return {
+            "switched": False,
+            "from_color": annotations.get(PREVIOUS_COLOR) or None,
+            "to_color": current,
+            "version": serving,
+        }
+    if current is None or not target:
+        raise PromotionError(
+            f"{model}: nothing to roll back to (active color {current!r}, previous version {target!r})"
+        )
+    idle = other_color(current)
+    idle_deployment = cluster.read("Deployment", render.deployment_name(model, idle))
+    idle_runs = template_version(idle_deployment)
+    if not dry_run:
+        require_lease(cluster, model, holder)
+    if idle_runs == target:
+        bring_up(cluster, model, idle, target, holder, timeout_seconds, poll_seconds, dry_run)
+    elif spec_for is not None:
+        log.warning(
+            "%s: %s runs %r, not %s (the version that last served production): redeploying %s there",
+            model,
+            idle,
+            idle_runs,
+            target,
+            target,
+        )
+        deployed = deploy_candidate(cluster, spec_for(idle, target), holder, dry_run)
+        if not dry_run:
+            wait_for_rollout(
+                cluster, deployed["deployment"], target, deployed["generation"], timeout_seconds, poll_seconds
+            )
+    else:
+        raise PromotionError(
+            f"{model}: refusing to roll back to {idle}: it runs {idle_runs!r}, not {target!r}, the version "
+            f"that last served production ({idle_runs!r} was never promoted there after it). Redeploy "
+            f"{target} (run mlops_promotion with version={target}), then roll back again"
+        )
+    result = switch_traffic(cluster, model, idle, current, target, holder, dry_run)
+    return {**result, "from_color": current, "to_color": idle, "version": target}
 
 
 def clean_up(
@@ -826,32 +791,59 @@ def clean_up(
     completed: bool,
     timeout_seconds: float = 600,
     poll_seconds: float = 2.0,
+    *,
+    registry: Any = None,
+    version: str | None = None,
 ) -> str:
     """Leave the model in a consistent state after a promotion ended, however it ended; release the lease.
 
-    - completed: nothing to undo;
-    - failed after this run switched traffic: restore the previous color (none on a first
-      deployment), then scale the candidate down;
+    - this run no longer holds the lease (pre-empted by an emergency rollback, or taken after it
+      expired): nothing is changed, not traffic, not replicas; says so;
+    - committed (``completed``, or the registry's pointer already names ``version``: the pointer
+      move landed even if its response was lost): nothing to undo;
+    - failed after the switch: restore the previous color, but only if it still runs the version
+      that served before (none on a first deployment), then scale the candidate down;
     - failed before the switch: the active color and Service are untouched; scale the candidate down.
 
     Returns what it did, in words.
     """
+    lease = read_lease(cluster, model)
+    if holder_of(lease) != holder:
+        outcome = (
+            f"this run ({holder}) no longer holds the lease (holder now: {holder_of(lease)!r}): "
+            "traffic and replicas left as they are"
+        )
+        log.warning("%s: %s", model, outcome)
+        return outcome
     service = cluster.read("Service", render.active_service_name(model))
-    switched_here = (
-        service_color(service) == candidate_color and _annotations(service).get(SWITCHED_BY) == holder
+    annotations = _annotations(service)
+    pointer = registry.production(model) if registry is not None and version else None
+    committed = completed or (pointer is not None and pointer.get("version") == version)
+    on_candidate = service_color(service) == candidate_color
+    switched_here = on_candidate and (
+        annotations.get(SWITCHED_BY) == holder or (registry is not None and version is not None)
     )
     try:
-        if completed:
+        if committed:
             outcome = "completed: nothing to undo"
         elif switched_here:
-            restore_traffic(cluster, model, previous_color, holder, timeout_seconds, poll_seconds)
-            scale(cluster, model, candidate_color, 0)
+            expected = annotations.get(PREVIOUS_VERSION) or None if previous_color else None
+            restore_traffic(
+                cluster,
+                model,
+                previous_color,
+                holder,
+                timeout_seconds,
+                poll_seconds,
+                expected_version=expected,
+            )
+            scale(cluster, model, candidate_color, 0, holder=holder)
             restored = previous_color or "no color"
             outcome = f"rolled back: traffic restored to {restored}, {candidate_color} scaled to 0"
-        elif service_color(service) == candidate_color:
+        elif on_candidate:
             outcome = f"{candidate_color} is active by another hand; left as is"
         else:
-            scale(cluster, model, candidate_color, 0)
+            scale(cluster, model, candidate_color, 0, holder=holder)
             outcome = (
                 f"aborted before the switch: {previous_color or 'no color'} still active, "
                 f"candidate {candidate_color} scaled to 0"

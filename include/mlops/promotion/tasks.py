@@ -291,7 +291,9 @@ def scale_down_delay(request: dict[str, Any]) -> int:
 
 def scale_down_previous_color(request: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
     """The old color goes to 0 replicas (its Deployment stays); the delay before it was waited already."""
-    return bluegreen.scale_down(cluster(), request["model"], state["active_color"], 0, request["dry_run"])
+    return bluegreen.scale_down(
+        cluster(), request["model"], state["active_color"], 0, request["dry_run"], holder=request["holder"]
+    )
 
 
 def clean_up(ti: Any) -> str:
@@ -351,7 +353,9 @@ def roll_back_registry_pointer(request: dict[str, Any]) -> dict[str, Any] | None
 
 def scale_down_rolled_back_color(request: dict[str, Any], outcome: dict[str, Any]) -> dict[str, Any]:
     """The color that was rolled back from goes to 0 replicas at once (its Deployment stays)."""
-    return bluegreen.scale_down(cluster(), request["model"], outcome.get("from_color"), 0)
+    return bluegreen.scale_down(
+        cluster(), request["model"], outcome.get("from_color"), 0, holder=request["holder"]
+    )
 
 
 def release_rollback_lease(ti: Any) -> str:

@@ -19,6 +19,8 @@ class Resource:
     short_names: tuple[str, ...] = ()
     subresources: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
+    # False where the API server's strategy refuses a PUT without metadata.resourceVersion (422).
+    unconditional_update: bool = True
 
     @property
     def api_version(self) -> str:
@@ -100,6 +102,11 @@ RESOURCES: list[Resource] = [
     _r("rbac.authorization.k8s.io", "rolebindings", "RoleBinding"),
     _r("rbac.authorization.k8s.io", "clusterroles", "ClusterRole", namespaced=False),
     _r("rbac.authorization.k8s.io", "clusterrolebindings", "ClusterRoleBinding", namespaced=False),
+    # coordination.k8s.io/v1 Lease (https://kubernetes.io/docs/reference/kubernetes-api/cluster-resources/lease-v1/):
+    # spec.holderIdentity, acquireTime, renewTime (MicroTime), leaseDurationSeconds, leaseTransitions; no
+    # status subresource. Its registry strategy (kubernetes pkg/registry/coordination/lease/strategy.go)
+    # answers AllowUnconditionalUpdate() false: a PUT must carry the resourceVersion it read.
+    _r("coordination.k8s.io", "leases", "Lease", unconditional_update=False),
     _r("scheduling.k8s.io", "priorityclasses", "PriorityClass", namespaced=False, short_names=("pc",)),
 ]
 

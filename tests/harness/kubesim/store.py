@@ -134,6 +134,15 @@ class Store:
             if current is None:
                 raise not_found(res, meta.get("name", ""))
             cur_meta = current["metadata"]
+            if mode == "spec" and not res.unconditional_update and not meta.get("resourceVersion"):
+                # The generic registry's Update (apiserver registry/generic/registry/store.go) for a
+                # strategy that forbids unconditional updates.
+                raise invalid(
+                    res,
+                    cur_meta["name"],
+                    "metadata.resourceVersion",
+                    "Invalid value: 0: must be specified for an update",
+                )
             if (
                 check_rv
                 and meta.get("resourceVersion")

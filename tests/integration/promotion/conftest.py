@@ -71,8 +71,14 @@ class Serving:
         post_check=None,
         rollout_timeout: float = 60,
         analysis_seconds: float = 0,
+        before_switch=None,
+        pointer_retries: int = 1,
     ) -> dict:
-        """The promotion DAG's steps in order, with its always-run clean-up. Returns what each step gave."""
+        """The promotion DAG's steps in order, with its always-run clean-up. Returns what each step gave.
+
+        ``before_switch``/``post_check`` run just before the switch / just after it (to break
+        something); the pointer move is retried ``pointer_retries`` times, as Airflow retries a task.
+        """
         holder = holder or f"mlops_promotion/test-{uuid.uuid4().hex[:6]}"
         out: dict = {"holder": holder}
         production = self.registry.production(MODEL)
@@ -80,7 +86,9 @@ class Serving:
         completed = False
         state = None
         try:
-            state = bluegreen.resolve_active_color(self.cluster, MODEL, holder, version=version)
+            state = bluegreen.resolve_active_color(
+                self.cluster, MODEL, holder, version=version, registry=self.registry
+            )
             out["state"] = state
             if state["already_active"]:
                 return out
@@ -104,6 +112,8 @@ class Serving:
                 prod_acc,
                 gates.Gates(),
             ).raise_if_failed()
+            if before_switch:
+                before_switch()
             out["switched"] = bluegreen.switch_traffic(
                 self.cluster, MODEL, state["candidate_color"], state["active_color"], version, holder
             )
@@ -118,9 +128,15 @@ class Serving:
                 analysis_seconds,
                 0.2,
             ).raise_if_failed()
-            out["pointer"] = self.registry.promote(MODEL, version, prod_version, holder)
+            for attempt in range(pointer_retries + 1):
+                try:
+                    out["pointer"] = self.registry.promote(MODEL, version, prod_version, holder)
+                    break
+                except Exception:  # as Airflow retries any failed task
+                    if attempt == pointer_retries:
+                        raise
             completed = True
-            out["scaled"] = bluegreen.scale_down(self.cluster, MODEL, state["active_color"], 0)
+            out["scaled"] = bluegreen.scale_down(self.cluster, MODEL, state["active_color"], 0, holder=holder)
             return out
         finally:
             if state is not None and not state["already_active"]:
@@ -133,6 +149,8 @@ class Serving:
                     completed,
                     60,
                     0.1,
+                    registry=self.registry,
+                    version=version,
                 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlops.promotion import bluegreen, gates
+from mlops.promotion.lease import lease_name
 from tests.integration.promotion.conftest import BROKEN_IMAGE, MODEL
 
 
@@ -22,7 +23,9 @@ def test_first_deployment_serves_blue_through_the_active_service(serving):
     assert serving.registry.production(MODEL)["version"] == "v1"
     service = serving.kube.get("Service", serving.namespace, MODEL)
     assert service["metadata"]["annotations"][bluegreen.ACTIVE_VERSION] == "v1"
-    assert bluegreen.LEASE not in service["metadata"]["annotations"]  # released
+    lease = serving.kube.get("Lease", serving.namespace, lease_name(MODEL))
+    assert lease["spec"].get("holderIdentity") is None  # released
+    assert lease["spec"]["leaseTransitions"] == 0 and lease["spec"]["acquireTime"].endswith("Z")
 
 
 def test_happy_path_blue_to_green_switches_traffic_then_scales_blue_to_zero_keeping_it(serving):
@@ -160,9 +163,15 @@ def test_a_403_names_the_missing_rbac_verb_and_resource(serving):
     with pytest.raises(bluegreen.RbacDenied, match=r"denied 'create' on 'services' \(apiGroup ''\)"):
         bluegreen.resolve_active_color(serving.cluster, MODEL, "mlops_promotion/x")
     serving.kube.faults.add("PATCH", rf"/deployments/{MODEL}-blue$", 403, times=1)
+    serving.kube.create({"kind": "Deployment", **_tiny_deployment(serving.namespace)})
+    bluegreen.acquire_lease(serving.cluster, MODEL, "mlops_promotion/x", 60)
     with pytest.raises(bluegreen.RbacDenied, match=r"'patch' on 'deployments' \(apiGroup 'apps'\)"):
-        serving.kube.create({"kind": "Deployment", **_tiny_deployment(serving.namespace)})
-        bluegreen.scale(serving.cluster, MODEL, "blue", 3)
+        bluegreen.scale(serving.cluster, MODEL, "blue", 3, holder="mlops_promotion/x")
+    serving.kube.faults.add("PUT", rf"/leases/{lease_name(MODEL)}$", 403, times=1)
+    with pytest.raises(
+        bluegreen.RbacDenied, match=r"'update' on 'leases' \(apiGroup 'coordination.k8s.io'\)"
+    ):
+        bluegreen.renew_lease(serving.cluster, MODEL, "mlops_promotion/x", 60)
 
 
 def _tiny_deployment(namespace: str) -> dict:
@@ -208,7 +217,7 @@ def test_a_dry_run_changes_nothing(serving):
     state = bluegreen.resolve_active_color(serving.cluster, MODEL, holder, dry_run=True)
     deployed = bluegreen.deploy_candidate(serving.cluster, serving.spec("v2", "green"), holder, dry_run=True)
     switched = bluegreen.switch_traffic(serving.cluster, MODEL, "green", "blue", "v2", holder, dry_run=True)
-    scaled = bluegreen.scale_down(serving.cluster, MODEL, "blue", 30, dry_run=True)
+    scaled = bluegreen.scale_down(serving.cluster, MODEL, "blue", 30, dry_run=True, holder=holder)
     assert state["candidate_color"] == "green" and deployed["dry_run"] and switched["dry_run"]
     assert scaled["replicas"] == 0 and scaled["dry_run"]
     assert len(non_get_requests(serving.kube, serving.namespace)) == before

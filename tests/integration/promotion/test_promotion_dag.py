@@ -112,7 +112,9 @@ def writes(env) -> int:
 
 
 def lease_holder(env) -> str | None:
-    return (bluegreen.lease_of(env.kube.get("Service", env.namespace, MODEL)) or {}).get("holder")
+    from mlops.promotion.lease import holder_of, read_lease
+
+    return holder_of(read_lease(env.cluster, MODEL))
 
 
 def test_the_dag_promotes_green_announces_it_and_the_rollback_dag_rolls_it_back(
@@ -225,7 +227,7 @@ def test_rerunning_a_finished_promotion_and_a_dry_run_change_nothing(promotion_d
     assert lease_holder(env) is None
     # Only the lease was taken and given back: no Deployment, HPA or selector was written.
     written = [r.path for r in env.kube.requests[before:] if r.method != "GET"]
-    assert written and all(f"/services/{MODEL}" in path for path in written), written
+    assert written and all(f"/leases/mlops-promotion-{MODEL}" in path for path in written), written
     before = writes(env)
     dr, states = run(promotion_dag, version="v2", dry_run=True)
     assert dr.state == "success", states

@@ -152,7 +152,8 @@ def test_rollback_returns_to_the_previous_version_and_a_second_rollback_undoes_i
     assert registry.get(MODEL, "v1")["status"] == "production"
     assert registry.get(MODEL, "v2")["status"] == "archived"
 
-    forward = registry.rollback(MODEL, actor="oncall")
+    # A deliberate second rollback (it names the version it rolls back from) undoes the first.
+    forward = registry.rollback(MODEL, actor="oncall-2", expected_current="v1")
     assert (forward["version"], forward["previous_version"]) == ("v2", "v1")
 
 
@@ -232,3 +233,81 @@ def test_concurrent_promotions_from_the_same_state_have_exactly_one_winner(
     assert pointer["updated_by"] == f"writer-{pointer['version']}"
     production = [e["version"] for e in registry.list_versions(MODEL) if e["status"] == "production"]
     assert production == [pointer["version"]]
+
+
+def lose_the_next_pointer_response(s3_client) -> list[str]:
+    """The next PutObject of a production pointer lands in S3, but its response never reaches the caller."""
+    lost: list[str] = []
+
+    def remember_key(params, context, **kwargs):
+        context["key"] = params.get("Key", "")
+
+    def drop_response(http_response, context, **kwargs):
+        if (
+            not lost
+            and context.get("key", "").endswith("/production.json")
+            and http_response.status_code == 200
+        ):
+            lost.append(context["key"])
+            raise ConnectionResetError("connection reset while reading the PutObject response")
+
+    s3_client.meta.events.register("provide-client-params.s3.PutObject", remember_key)
+    s3_client.meta.events.register("after-call.s3.PutObject", drop_response)
+    return lost
+
+
+def test_a_retried_promotion_whose_first_response_was_lost_succeeds(registry, s3_server, s3_bucket):
+    import boto3
+    from botocore.config import Config
+
+    for v in ("v1", "v2"):
+        register(registry, v)
+    registry.promote(MODEL, "v1", None, "setup")
+    # No retries inside botocore: the task's retry is the one that meets the moved pointer.
+    client = boto3.client(
+        "s3", endpoint_url=s3_server, region_name="us-east-1", config=Config(retries={"max_attempts": 1})
+    )
+    flaky = ModelRegistry(client, s3_bucket)
+    lost = lose_the_next_pointer_response(client)
+    with pytest.raises(ConnectionResetError):
+        flaky.promote(MODEL, "v2", expected_current="v1", actor="mlops_promotion/run-7")
+    assert lost and registry.production(MODEL)["version"] == "v2"  # the write landed
+
+    # Before: ConcurrentUpdateError "production of digits-mlp is 'v2', expected 'v1'" (final).
+    again = flaky.promote(MODEL, "v2", expected_current="v1", actor="mlops_promotion/run-7")
+    assert (again["version"], again["previous_version"], again["revision"]) == ("v2", "v1", 2)
+    assert registry.get(MODEL, "v2")["status"] == "production"
+    assert registry.get(MODEL, "v1")["status"] == "archived"
+
+
+def test_the_same_move_by_another_run_is_still_a_conflict(registry):
+    for v in ("v1", "v2"):
+        register(registry, v)
+    registry.promote(MODEL, "v1", None, "setup")
+    registry.promote(MODEL, "v2", "v1", "mlops_promotion/run-7")
+    with pytest.raises(ConcurrentUpdateError, match="is 'v2', expected 'v1'"):
+        registry.promote(MODEL, "v2", "v1", "mlops_promotion/run-8")
+
+
+def test_a_retried_rollback_does_not_flip_the_pointer_back(registry):
+    for v in ("v1", "v2"):
+        register(registry, v)
+    registry.promote(MODEL, "v1", None, "alice")
+    registry.promote(MODEL, "v2", "v1", "alice")
+    first = registry.rollback(MODEL, "mlops_promotion/rollback-1", expected_current="v2")
+    # Before: the retry rolled back again, to v2, the version being rolled back.
+    retried = registry.rollback(MODEL, "mlops_promotion/rollback-1", expected_current="v2")
+    without_expectation = registry.rollback(MODEL, "mlops_promotion/rollback-1")
+    assert first == retried == without_expectation == registry.production(MODEL)
+    assert (first["version"], first["revision"]) == ("v1", 3)
+
+
+def test_a_rollback_expecting_another_production_version_is_refused(registry):
+    for v in ("v1", "v2", "v3"):
+        register(registry, v)
+    registry.promote(MODEL, "v1", None, "alice")
+    registry.promote(MODEL, "v2", "v1", "alice")
+    registry.promote(MODEL, "v3", "v2", "alice")
+    with pytest.raises(ConcurrentUpdateError, match="is 'v3', expected 'v2'"):
+        registry.rollback(MODEL, "oncall", expected_current="v2")
+    assert registry.production(MODEL)["version"] == "v3"

@@ -74,6 +74,8 @@ def test_worker_may_deploy_and_switch_model_servers_in_the_serving_namespace_wit
     assert {"get", "create", "patch"} <= rules["apps/deployments"]
     assert {"get", "create", "patch"} <= rules["services"]
     assert rules["pods"] == {"get", "list"}
+    # The promotion lease (mlops.promotion.lease) is a coordination.k8s.io/v1 Lease per model.
+    assert rules["coordination.k8s.io/leases"] == {"get", "create", "update", "patch"}
     assert not any("delete" in verbs or "deletecollection" in verbs for verbs in rules.values())
     (role,) = [r for r in _of("Role") if r["metadata"]["name"] == "mlops-airflow-serving"]
     assert role["metadata"]["namespace"] == Settings().serving_namespace

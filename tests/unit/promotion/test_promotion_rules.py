@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from mlops.promotion import bluegreen, gates
+from mlops.promotion import lease as lease_module
 from mlops.promotion.params import candidate_from_events, other_candidates, promotion_params
 from mlops.samples import samples_document
 
@@ -34,6 +35,23 @@ def test_a_rollout_is_complete_only_when_every_count_matches_the_observed_spec()
     assert bluegreen.rollout_status(deployment(available=1))[0] == "progressing"
     assert bluegreen.rollout_status(deployment(updated=1))[0] == "progressing"
     assert bluegreen.rollout_status(deployment(total=3))[0] == "progressing"  # an old pod is still there
+
+
+def test_every_count_at_one_of_three_desired_is_progressing():
+    state, why = bluegreen.rollout_status(deployment(desired=3, updated=1, ready=1, available=1, total=1))
+    assert state == "progressing" and "desired 3, updated 1, ready 1, available 1, total 1" in why
+
+
+def test_a_color_at_zero_desired_replicas_is_never_a_complete_rollout():
+    # Before: 0 desired = 0 updated = 0 ready = 0 available counted as complete, and the switch sent
+    # production traffic to a color without pods (503).
+    at_zero = deployment(desired=0, updated=0, ready=0, available=0, total=0)
+    state, why = bluegreen.rollout_status(at_zero)
+    assert state == "progressing" and "desired 0 replicas" in why
+
+
+def test_zero_available_replicas_is_never_complete_even_if_the_other_counts_match():
+    assert bluegreen.rollout_status(deployment(desired=2, available=0))[0] == "progressing"
 
 
 def test_a_stale_status_is_never_complete_even_when_its_counts_match():
@@ -62,24 +80,33 @@ def test_the_idle_color_is_the_other_one_and_blue_on_a_first_deployment():
     assert bluegreen.other_color(None) == "blue"
 
 
-def lease_service(holder: str, expires: datetime) -> dict:
+def lease(holder: str | None, renewed: datetime, seconds: int = 60, preempted: list | None = None) -> dict:
+    annotations = {lease_module.PREEMPTED: json.dumps(preempted)} if preempted else {}
     return {
-        "metadata": {
-            "annotations": {
-                bluegreen.LEASE: json.dumps(
-                    {"holder": holder, "expires": expires.strftime("%Y-%m-%dT%H:%M:%SZ")}
-                )
-            }
-        }
+        "metadata": {"annotations": annotations},
+        "spec": {
+            "holderIdentity": holder,
+            "renewTime": renewed.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "leaseDurationSeconds": seconds,
+        },
     }
 
 
-def test_a_live_lease_of_another_holder_blocks_an_expired_or_own_one_does_not():
-    future, past = datetime.now(UTC) + timedelta(hours=1), datetime.now(UTC) - timedelta(minutes=1)
-    assert bluegreen._lease_blocks(bluegreen.lease_of(lease_service("a", future)), "b")
-    assert not bluegreen._lease_blocks(bluegreen.lease_of(lease_service("a", future)), "a")
-    assert not bluegreen._lease_blocks(bluegreen.lease_of(lease_service("a", past)), "b")
-    assert not bluegreen._lease_blocks(None, "b")
+def test_a_lease_is_live_until_renew_time_plus_its_duration():
+    now = datetime.now(UTC)
+    assert lease_module.is_live(lease("a", now - timedelta(seconds=30), 60))
+    assert not lease_module.is_live(lease("a", now - timedelta(seconds=61), 60))
+    assert not lease_module.is_live(lease(None, now, 60))  # released
+    assert not lease_module.is_live(None)
+    assert lease_module.expires_at(lease("a", now, 60)) == now + timedelta(seconds=60)
+
+
+def test_a_preempted_holder_is_recorded_with_who_preempted_it():
+    record = {"holder": "run-a", "by": "rollback-1", "at": "2026-01-01T00:00:00.000000Z"}
+    assert lease_module.preempted_records(lease("rollback-1", datetime.now(UTC), preempted=[record])) == [
+        record
+    ]
+    assert lease_module.preempted_records(lease("a", datetime.now(UTC))) == []
 
 
 def test_the_active_color_is_read_from_the_selector_and_none_means_never_switched():

@@ -23,8 +23,11 @@ and the pre-empted run fails at its next step without touching what the rollback
 ## Tasks
 1. `resolve_request`: model/version (params or asset event), checked in the registry. Other
    models' candidates that arrived in the same batch get a run each (`promote_other_candidates`).
-2. `take_lease` (setup): the model's lease; waits while another run of this model holds it.
-3. `resolve_active_color`: the active Service's selector. A version already active: skip.
+2. `take_lease` (setup): the model's `coordination.k8s.io` Lease `mlops-promotion-MODEL`; waits
+   while another run of this model holds it. Every later step renews it (before the approval: for
+   the whole 4 h wait plus 30 min); a step of a run that lost it fails with "lease lost".
+3. `reconcile`: compares the cluster with the registry and repairs what it safely can (below).
+   `resolve_active_color`: the active Service's selector. A version already serving: skip.
 4. `deploy_candidate`, 5. `wait_for_rollout` (`observedGeneration >= generation`, all counts equal).
 6. `run_pre_promotion_analysis`: /ready, /version, smoke predictions, accuracy, Prometheus.
 7. `decide_approval` / `approve_promotion`: with auto-promote off, waits up to 4 h in
@@ -37,7 +40,14 @@ and the pre-empted run fails at its next step without touching what the rollback
     before the switch it scales the candidate to 0; after a failed switch it restores the previous
     color; it releases the lease. A failed step still fails the run. 14. `notify`: Slack/PagerDuty.
 
+## Which state is the truth
+The registry's production pointer says which version serves production; the active Service's
+selector, the color's Deployment template and its `mlops.io/active-version` annotation must agree
+with it. `reconcile` repairs a disagreement it can repair safely and fails the run naming the exact
+hand repair otherwise (the README's promotion section says how).
+
 ## Triage
+- `reconcile` failed "the cluster and the registry disagree": run the repair its message names.
 - `take_lease` keeps waiting: another run of this model holds the lease (its holder is in the log).
   If that run died, the lease expires after `MLOPS_PROMOTION_LEASE_SECONDS`.
 - `resolve_request` failed: the model/version is not in the registry (message names it).
@@ -109,6 +119,7 @@ def mlops_promotion():
     ).expand(conf=list_other_candidates())
 
     take_lease = task.sensor(poke_interval=10, timeout=6 * 3600, mode="reschedule")(final()(steps.take_lease))
+    reconcile = task(final()(steps.reconcile))
     resolve_active_color = task(final()(steps.resolve_active_color))
     deploy_candidate = task(final()(steps.deploy_candidate))
     wait_for_rollout = task(final()(steps.wait_for_rollout))
@@ -173,6 +184,7 @@ def mlops_promotion():
 
     request = resolve_request()
     lease = take_lease(request)
+    reconciled = reconcile(request)
     state = resolve_active_color(request)
     deployed = deploy_candidate(request, state)
     rollout = wait_for_rollout(request, deployed)
@@ -182,7 +194,7 @@ def mlops_promotion():
     post = run_post_promotion_analysis(request, switched)
     pointer = move_registry_pointer(request, post)
     scaled = scale_down_previous_color(request, state)
-    lease >> state
+    lease >> reconciled >> state
     decision >> [approve_promotion, switched]
     approve_promotion >> switched
     pointer >> wait_before_scale_down >> scaled

@@ -163,16 +163,19 @@ def rollback_params() -> dict[str, Param]:
 
 
 def resolve_rollback(params: dict[str, Any], dag_id: str, run_id: str) -> dict[str, Any]:
-    """The rollback's request: the model, the reason, this run as lease holder, the production version.
+    """The rollback's request: the model, the reason, this run as lease holder, the production version
+    and the version it rolls back to (the pointer's ``previous_version``: the one that last served).
 
-    Raises ``ValueError`` when the model has no production version to roll back from.
+    Raises ``ValueError`` when the registry has no previous production version of the model.
     """
     from mlops.registry import ModelRegistry
 
     model = params.get("model")
     production = ModelRegistry.from_settings().production(model)
-    if not production:
-        raise ValueError(f"model: {model!r} has no production version in the registry: nothing to roll back")
+    if not production or not production.get("previous_version"):
+        raise ValueError(
+            f"model: {model!r} has no previous production version in the registry: nothing to roll back to"
+        )
     return {
         "model": model,
         "version": None,
@@ -181,4 +184,5 @@ def resolve_rollback(params: dict[str, Any], dag_id: str, run_id: str) -> dict[s
         "rollback": True,
         "dry_run": False,
         "production_version": production["version"],
+        "previous_version": production["previous_version"],
     }

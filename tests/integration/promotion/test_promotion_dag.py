@@ -194,7 +194,7 @@ def test_a_second_promotion_of_the_same_model_waits_for_the_lease_instead_of_fai
     env.register("v2")
     env.promote("v1")
     other = "mlops_promotion/other-run"
-    bluegreen.resolve_active_color(env.cluster, MODEL, other, lease_seconds=600)
+    bluegreen.acquire_lease(env.cluster, MODEL, other, 600)
     releaser = threading.Timer(3, bluegreen.release_lease, args=(env.cluster, MODEL, other))
     releaser.start()
     started = time.monotonic()
@@ -234,3 +234,41 @@ def test_rerunning_a_finished_promotion_and_a_dry_run_change_nothing(promotion_d
     assert states["switch_traffic"] == "success" and states["scale_down_previous_color"] == "success"
     assert env.selector_color() == "blue" and env.registry.production(MODEL)["version"] == "v1"
     assert writes(env) == before
+
+
+def test_the_rollback_dag_preempts_a_promotion_waiting_for_approval_whose_next_step_then_fails(
+    rollback_dag, env
+):
+    from mlops.promotion import tasks as steps
+
+    env.register("v1")
+    env.register("v2")
+    env.register("v3")
+    env.promote("v1")
+    env.promote("v2")  # green serves v2; blue (at 0) still runs v1, the version to roll back to
+    # A promotion of v3 holds the lease and waits for its approval, its candidate deployed on blue.
+    waiting = "mlops_promotion/waiting-for-approval"
+    state = bluegreen.resolve_active_color(env.cluster, MODEL, waiting, version="v3")
+    deployed = bluegreen.deploy_candidate(env.cluster, env.spec("v3", state["candidate_color"]), waiting)
+    bluegreen.wait_for_rollout(env.cluster, deployed["deployment"], "v3", deployed["generation"], 30, 0.1)
+    assert state["candidate_color"] == "blue" and lease_holder(env) == waiting
+
+    dr, states = roll_back(rollback_dag, reason="INC-9: bad v2")
+    assert dr.state == "success", states
+    # v1 redeployed on blue (which ran the waiting candidate v3), then traffic switched to it.
+    assert env.selector_color() == "blue" and served(env) == "v1" and env.replicas("green") == 0
+    assert env.registry.production(MODEL)["version"] == "v1" and lease_holder(env) is None
+
+    # The approval arrives: the promotion's next step finds its lease lost and changes nothing.
+    request = {"model": MODEL, "version": "v3", "holder": waiting, "dry_run": False}
+    with pytest.raises(bluegreen.LeaseLost, match="pre-empted by 'mlops_rollback/"):
+        steps.switch_traffic(request, state)
+    outcome = bluegreen.clean_up(
+        env.cluster, MODEL, "blue", "green", waiting, False, 30, 0.1, registry=env.registry, version="v3"
+    )
+    assert "left as they are" in outcome
+    assert env.selector_color() == "blue" and served(env) == "v1" and env.replicas("blue") == 1
+
+
+def served(env) -> str | None:
+    return env.client(MODEL).request("GET", "/version")[1].get("model_version")

@@ -27,18 +27,18 @@ and the pre-empted run fails at its next step without touching what the rollback
    while another run of this model holds it. Every later step renews it (before the approval: for
    the whole 4 h wait plus 30 min); a step of a run that lost it fails with "lease lost".
 3. `reconcile`: compares the cluster with the registry and repairs what it safely can (below).
-   `resolve_active_color`: the active Service's selector. A version already serving: skip.
-4. `deploy_candidate`, 5. `wait_for_rollout` (`observedGeneration >= generation`, all counts equal).
-6. `run_pre_promotion_analysis`: /ready, /version, smoke predictions, accuracy, Prometheus.
-7. `decide_approval` / `approve_promotion`: with auto-promote off, waits up to 4 h in
+4. `resolve_active_color`: the active Service's selector. A version already serving: skip.
+5. `deploy_candidate`, 6. `wait_for_rollout` (`observedGeneration >= generation`, all counts equal).
+7. `run_pre_promotion_analysis`: /ready, /version, smoke predictions, accuracy, Prometheus.
+8. `decide_approval` / `approve_promotion`: with auto-promote off, waits up to 4 h in
    Required actions. **Approve** switches traffic. **Reject** ends the run **successful** (the
    decision was carried out; nothing is promoted): the switch and later steps show skipped,
    `clean_up` scales the candidate to 0 and releases the lease, `notify` posts "rejected".
-8. `switch_traffic`, 9. `run_post_promotion_analysis`, 10. `move_registry_pointer`.
-11. `wait_before_scale_down` (in the triggerer, no worker slot), 12. `scale_down_previous_color`.
-13. `clean_up` (teardown: runs after success, failure, skip, Reject, timeout, mark-failed):
+9. `switch_traffic`, 10. `run_post_promotion_analysis`, 11. `move_registry_pointer`.
+12. `wait_before_scale_down` (in the triggerer, no worker slot), 13. `scale_down_previous_color`.
+14. `clean_up` (teardown: runs after success, failure, skip, Reject, timeout, mark-failed):
     before the switch it scales the candidate to 0; after a failed switch it restores the previous
-    color; it releases the lease. A failed step still fails the run. 14. `notify`: Slack/PagerDuty.
+    color; it releases the lease. A failed step still fails the run. 15. `notify`: Slack/PagerDuty.
 
 ## Which state is the truth
 The registry's production pointer says which version serves production; the active Service's

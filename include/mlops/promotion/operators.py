@@ -8,29 +8,41 @@ Why ``PromotionApproval`` exists. On Airflow 3.3 an approval task writes its req
 (``awaiting_input``) and its worker process exits; the executor later reports that exit as a
 *success* of the same try. An answer that arrives within about a second of the request resumes the
 task before the scheduler has read that report. The scheduler then finds the try ``queued`` or
-``running`` while its executor says "finished", logs "state mismatch" and fails it; the resumed
+``running`` while its executor says "finished", logs "reported that the task instance ... finished
+with state success, but the task instance's state attribute is queued" and fails it; the resumed
 process hears "Server indicated the task shouldn't be running anymore ... Task killed!". That is
 the scheduler's executor-event handling (``process_executor_events``: only a ``scheduled`` resumed
 try is exempt), upstream as apache/airflow#72716 (the resumed try already running) and #67287
-(queued); the deferral path has the same race. The answer itself is stored: the HITL row follows
-the task instance to its next try (``ON UPDATE CASCADE``). So the approval has retries, and a retry
-of the same request (not a clear by a person, which asks again) completes with the stored answer
-instead of asking again. A timeout is final: it is not retried into a second four-hour wait.
+(queued); the deferral path has the same race.
+
+The answer itself is kept: the HITL row stays with the task instance (``ON UPDATE CASCADE`` when a
+retry renumbers it). So the approval has retries, and the first try records in the task state store
+that it asked. A retry of that request by Airflow (not a clear by a person, which asks again) does
+not write the request again (that would erase the answer): it defers to
+:class:`SettledHITLTrigger`, which reads the stored answer in the triggerer (a task process cannot
+read HITL answers on 3.3.2) only after ``SETTLE_SECONDS``, long after the executor reported the
+deferral, so the resumed try is not killed again. A timeout is final: it is not retried into a
+second four-hour wait.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.providers.standard.triggers.hitl import HITLTrigger
 from airflow.sdk import BaseOperator
 
 log = logging.getLogger(__name__)
 INLINE_SECONDS = 5.0
 ANSWER_KEY = "answer"
+ASKED_KEY = "approval_requested_at_try"
+SETTLE_SECONDS = 10.0
 
 
 def is_automatic_retry(try_number: int, max_tries: int, retries: int) -> bool:
@@ -43,21 +55,51 @@ def is_automatic_retry(try_number: int, max_tries: int, retries: int) -> bool:
     return try_number > max_tries - retries + 1
 
 
+class SettledHITLTrigger(HITLTrigger):
+    """The provider's ``HITLTrigger`` (polls the stored answer), first waiting ``poke_interval``: it
+    must not fire before the executor has reported the deferral (apache/airflow#72716)."""
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return f"{__name__}.SettledHITLTrigger", super().serialize()[1]
+
+    async def run(self) -> AsyncIterator[Any]:
+        await asyncio.sleep(self.poke_interval)
+        async for event in super().run():
+            yield event
+
+
 class PromotionApproval(ApprovalOperator):
     """``ApprovalOperator`` whose retries keep an answer already given (see the module docstring)."""
 
     def execute(self, context: Any) -> Any:
-        ti = context["ti"]
-        if is_automatic_retry(ti.try_number, ti.max_tries, self.retries or 0):
-            answer = _stored_answer(ti.id)
-            if answer is not None:
-                self.log.warning(
-                    "try %s: the answer %s was recorded before the previous try was stopped; using it",
-                    ti.try_number,
-                    answer["chosen_options"],
-                )
-                return self.execute_complete(context, answer)
-        return super().execute(context)
+        from airflow.sdk.exceptions import TaskAwaitingInput
+        from airflow.sdk.timezone import utcnow
+
+        ti, store = context["ti"], context["task_state_store"]
+        if is_automatic_retry(ti.try_number, ti.max_tries, self.retries or 0) and store.get(ASKED_KEY):
+            self.log.warning(
+                "try %s retries a request already written (an answer may be stored): reading it in the "
+                "triggerer in %.0f s instead of asking again",
+                ti.try_number,
+                SETTLE_SECONDS,
+            )
+            self.defer(
+                trigger=SettledHITLTrigger(
+                    ti_id=ti.id,
+                    options=self.options,
+                    defaults=self.defaults,
+                    params=self.serialized_params,
+                    multiple=self.multiple,
+                    timeout_datetime=utcnow() + self.response_timeout if self.response_timeout else None,
+                    poke_interval=SETTLE_SECONDS,
+                ),
+                method_name="execute_complete",
+            )
+        try:
+            return super().execute(context)
+        except TaskAwaitingInput:
+            store.set(ASKED_KEY, ti.try_number)
+            raise
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         # A Reject ends in a skip, which pushes no return value: record the answer for notify.
@@ -73,25 +115,6 @@ class PromotionApproval(ApprovalOperator):
         if event.get("error_type") == "timeout":
             raise AirflowFailException(f"no answer within {self.response_timeout}: {event.get('error')}")
         super().process_trigger_event_error(event)
-
-
-def _stored_answer(ti_id: Any) -> dict[str, Any] | None:
-    """The answer stored for this task instance, in the shape ``execute_complete`` takes, or ``None``."""
-    from airflow.sdk.execution_time.hitl import get_hitl_detail_content_detail
-
-    try:
-        detail = get_hitl_detail_content_detail(ti_id)
-    except Exception:  # no request yet (404): this try asks
-        return None
-    if not detail.response_received or not detail.chosen_options:
-        return None
-    user = detail.responded_by_user
-    return {
-        "chosen_options": list(detail.chosen_options),
-        "params_input": detail.params_input or {},
-        "responded_at": detail.responded_at,
-        "responded_by_user": user.model_dump() if user is not None else None,
-    }
 
 
 class DeferredDelay(BaseOperator):

@@ -3,6 +3,7 @@
 - ``promotion_params()``: the UI form / REST ``conf`` contract.
 - ``resolve_request()``: the run's model and version (from the params, or from the triggering
   ``model_candidates`` asset event), validated against the registry.
+- ``rollback_params()`` / ``resolve_rollback()``: the same for the ``mlops_rollback`` DAG.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def promotion_params() -> dict[str, Param]:
             type=["null", "string"],
             pattern=VERSION_PATTERN,
             title="Version",
-            description="Registered version to promote. Empty on asset-triggered runs; unused by a rollback.",
+            description="Registered version to promote. Empty on asset-triggered runs (from the event).",
         ),
         "auto_promote": Param(
             True,
@@ -65,13 +66,6 @@ def promotion_params() -> dict[str, Param]:
             title="Dry run",
             description="Read the cluster and the registry, log every change it would make, change nothing.",
         ),
-        "rollback": Param(
-            False,
-            type="boolean",
-            title="Roll back",
-            description="Instead of promoting: send traffic back to the previous color and move the "
-            "registry's production pointer back.",
-        ),
     }
 
 
@@ -84,6 +78,8 @@ def resolve_request(
     """
     from mlops.registry import ModelRegistry
 
+    if params.get("rollback"):
+        raise ValueError("rollback: use the mlops_rollback DAG (it does not queue behind promotions)")
     model, version = params.get("model"), params.get("version")
     event_extra = candidate_from_events(triggering_events)
     if not model and event_extra:
@@ -95,7 +91,7 @@ def resolve_request(
         "version": version,
         "holder": f"{dag_id}/{run_id}",
         "dry_run": bool(params.get("dry_run")),
-        "rollback": bool(params.get("rollback")),
+        "rollback": False,
         "auto_promote": bool(params.get("auto_promote", True)),
         "analysis_duration_seconds": int(params.get("analysis_duration_seconds", 60)),
         "scale_down_delay_seconds": int(params.get("scale_down_delay_seconds", 30)),
@@ -106,8 +102,6 @@ def resolve_request(
     request["production_accuracy"] = None
     if production:
         request["production_accuracy"] = registry.get(model, production["version"])["metrics"].get("accuracy")
-    if request["rollback"]:
-        return request
     if not version:
         raise ValueError("version: set the version param (or trigger through a model_candidates asset event)")
     entry = registry.get(model, version)  # raises VersionNotFoundError naming the version
@@ -146,3 +140,50 @@ def other_candidates(triggering_events: Any) -> list[dict[str, Any]]:
     model are superseded by its newest, as a newer registration of that model would be)."""
     candidates = list(_candidates_by_model(triggering_events).values())[:-1]
     return [{"model": c["model"], "version": c["version"]} for c in candidates]
+
+
+def rollback_params() -> dict[str, Param]:
+    """The emergency rollback's form: which model, and why (the reason goes to Slack and PagerDuty)."""
+    return {
+        "model": Param(
+            "",
+            type="string",
+            pattern=MODEL_NAME_PATTERN,
+            title="Model",
+            description="Registry name of the model to roll back to the version that served before.",
+        ),
+        "reason": Param(
+            "",
+            type="string",
+            minLength=3,
+            maxLength=500,
+            title="Reason",
+            description="Why (an incident link, an alert). Sent with the Slack summary and PagerDuty event.",
+        ),
+    }
+
+
+def resolve_rollback(params: dict[str, Any], dag_id: str, run_id: str) -> dict[str, Any]:
+    """The rollback's request: the model, the reason, this run as lease holder, the production version
+    and the version it rolls back to (the pointer's ``previous_version``: the one that last served).
+
+    Raises ``ValueError`` when the registry has no previous production version of the model.
+    """
+    from mlops.registry import ModelRegistry
+
+    model = params.get("model")
+    production = ModelRegistry.from_settings().production(model)
+    if not production or not production.get("previous_version"):
+        raise ValueError(
+            f"model: {model!r} has no previous production version in the registry: nothing to roll back to"
+        )
+    return {
+        "model": model,
+        "version": None,
+        "reason": params.get("reason"),
+        "holder": f"{dag_id}/{run_id}",
+        "rollback": True,
+        "dry_run": False,
+        "production_version": production["version"],
+        "previous_version": production["previous_version"],
+    }

@@ -9,9 +9,10 @@ import pytest
 from mlops import tags
 from mlops.callbacks import TaskFailureAlert
 
-EXPECTED_DAGS = {"mlops_training", "mlops_promotion", "mlops_backups", "mlops_health"}
-# Runs of these capabilities must never overlap: they mutate shared state (Services, backups, alert state).
-SERIAL_CAPABILITIES = {tags.PROMOTION, tags.BACKUP, tags.HEALTH}
+EXPECTED_DAGS = {"mlops_training", "mlops_promotion", "mlops_rollback", "mlops_backups", "mlops_health"}
+# Runs of these capabilities must never overlap: they mutate shared state (backups, alert state).
+# Promotion runs do overlap (one model must not wait for another); the model's lease serializes them.
+SERIAL_CAPABILITIES = {tags.BACKUP, tags.HEALTH}
 # Tasks that never touch the network (watchers that only re-raise, approvals) may run without retries.
 NO_NETWORK_TASK_PREFIXES = ("watcher", "fail_run_if", "approve_", "validate_", "plan_")
 
@@ -78,3 +79,21 @@ def test_runs_that_mutate_shared_state_never_overlap(parsed, capability):
     assert dags, f"no DAG tagged {capability}"
     for dag in dags:
         assert dag.max_active_runs == 1, f"{dag.dag_id}: max_active_runs must be 1"
+
+
+def test_promotion_dags_change_serving_only_between_taking_and_releasing_the_lease(parsed):
+    """Per-model serialization: every step after the lease is inside its setup/teardown scope,
+    so the lease is released however the run ends (success, failure, Reject, timeout)."""
+    dags = [d for d in _dags(parsed) if tags.PROMOTION in d.tags]
+    assert {d.dag_id for d in dags} == {"mlops_promotion", "mlops_rollback"}
+    for dag in dags:
+        setups = [t for t in dag.tasks if t.is_setup]
+        teardowns = [t for t in dag.tasks if t.is_teardown]
+        assert [t.task_id for t in setups] == ["take_lease"], dag.dag_id
+        assert len(teardowns) == 1 and "take_lease" in teardowns[0].upstream_task_ids, dag.dag_id
+        teardown = teardowns[0]
+        assert teardown.on_failure_fail_dagrun, f"{dag.dag_id}: a failed clean-up must fail the run"
+        after_teardown = teardown.get_flat_relative_ids(upstream=False)
+        for task_id in setups[0].get_flat_relative_ids(upstream=False) - after_teardown - {teardown.task_id}:
+            task = dag.get_task(task_id)
+            assert teardown.task_id in task.get_flat_relative_ids(upstream=False), f"{dag.dag_id}.{task_id}"

@@ -216,6 +216,5 @@ def test_the_trigger_form_offers_every_documented_option():
         "analysis_duration_seconds",
         "scale_down_delay_seconds",
         "dry_run",
-        "rollback",
-    }
+    }  # rollback has its own DAG, mlops_rollback
     assert params["scale_down_delay_seconds"].value == 30 and params["auto_promote"].value is True

@@ -10,10 +10,11 @@ import json
 import pytest
 import yaml
 
-from mlops.alerting.slack import MAX_BLOCKS, MAX_SECTION_TEXT
+from mlops.alerting.slack import MAX_MESSAGES
 from mlops.health.state import S3StateStore
 from mlops.health.tasks import AlertDeliveryError, evaluate_and_alert, send_daily_digest, sweep
 from mlops.settings import get_settings
+from tests.harness.receivers import slack_rejection
 
 HEALTHY = {"status": "ok", "models": [{"name": "churn", "ready": True}]}
 SICK = {"status": "degraded", "models": []}
@@ -136,7 +137,9 @@ def test_a_retried_task_does_not_count_the_same_failure_twice(health_env):
     assert events(pagerduty) == []
 
 
-def test_slack_messages_stay_within_block_kit_limits(health_env, monkeypatch, tmp_path):
+def test_an_alert_storm_of_oversized_alerts_still_reaches_slack_in_bounded_messages(health_env):
+    """Before: 40 alerts with long details went out as one ~103k-character message, which
+    Slack refuses (the receiver answers 400 like Slack), so nothing got through, run after run."""
     endpoints, slack, _, path = health_env
     many_predicates = [{"path": f"field_{n:03d}_that_is_missing", "op": "eq", "value": n} for n in range(200)]
     checks = [
@@ -152,15 +155,28 @@ def test_slack_messages_stay_within_block_kit_limits(health_env, monkeypatch, tm
     ]
     path.write_text(yaml.safe_dump({"checks": checks}))
     outcome = Runs().run()
-    assert len(outcome["firing"]) == 60
-    bodies = slack.bodies()
-    assert len(bodies) == 2  # 40 + 20 alerts
-    for body in bodies:
-        assert len(body["blocks"]) <= MAX_BLOCKS
-        assert all(
-            len(b["text"]["text"]) <= MAX_SECTION_TEXT for b in body["blocks"] if b["type"] == "section"
-        )
-    assert "… (truncated)" in json.dumps(bodies[0]["blocks"], ensure_ascii=False)
+    assert len(outcome["firing"]) == 60 and outcome["undelivered"] == []
+    bodies = [r.body for r in slack.received]
+    assert [slack_rejection(b) for b in bodies] == [None] * len(bodies)
+    assert 1 < len(bodies) <= MAX_MESSAGES
+    text = json.dumps(bodies, ensure_ascii=False)
+    assert "… (truncated)" in text
+    shown = sum(1 for i in range(60) if f"`c{i:02d}`" in text)
+    assert shown == 60 or f"and {60 - shown} more not shown" in text
+
+
+def test_user_controlled_text_is_escaped_and_pings_nobody(health_env):
+    """Before: a probed body containing <!channel> went into mrkdwn as is: Slack pings the channel."""
+    endpoints, slack, _, path = health_env
+    endpoints.documents["model"] = {"status": "<!channel> <@U123> <https://evil.example|click>"}
+    checks = yaml.safe_load(path.read_text())
+    checks["checks"][0]["failures_before_alert"] = 1
+    path.write_text(yaml.safe_dump(checks))
+    Runs().run()
+    (body,) = slack.bodies()
+    text = json.dumps(body)
+    assert "<!channel>" not in text and "<@U123>" not in text and "<https://evil" not in text
+    assert "&lt;!channel&gt;" in text
 
 
 def test_the_daily_digest_lists_firing_alerts_once_a_day(health_env):

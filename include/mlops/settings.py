@@ -71,6 +71,9 @@ class Settings:
     alert_sink: str = "direct"  # direct: Slack + PagerDuty; alertmanager: post to alertmanager_url
     alertmanager_url: str = ""
 
+    # Batch-job metrics (backups, training) are pushed here; empty: logged, not pushed.
+    pushgateway_url: str = ""
+
     # Backups (issue 5).
     pg_bin: str = ""  # directory of pg_dump/pg_restore; empty: found on PATH
     backup_pg_compress: str = "1"  # pg_dump --compress: gzip 0-9; pg_dump 16+: lz4, zstd[:N]

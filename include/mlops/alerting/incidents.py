@@ -41,12 +41,10 @@ class IncidentLedger:
         return _configured(self.settings.aws_conn_id)
 
     def _client(self) -> Any:
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-        from botocore.config import Config
+        from mlops.health.state import s3_client
 
         # A callback must stay quick: short timeouts, one retry.
-        config = Config(connect_timeout=3, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
-        return S3Hook(aws_conn_id=self.settings.aws_conn_id, config=config).get_conn()
+        return s3_client(self.settings.aws_conn_id, connect_timeout=3, read_timeout=5, attempts=2)
 
     def _key(self, incident: str) -> str:
         return self.prefix + quote(incident, safe="/") + ".json"

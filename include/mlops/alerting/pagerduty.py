@@ -72,7 +72,9 @@ class PagerDutyEventsHook(PagerdutyEventsHook):
         verify = (
             ssl.create_default_context(cafile=self.ca_bundle) if isinstance(self.ca_bundle, str) else True
         )
-        client = DeadlineEventsClient(self.integration_key, base_url=self.events_url.rstrip("/"), verify=verify)
+        client = DeadlineEventsClient(
+            self.integration_key, base_url=self.events_url.rstrip("/"), verify=verify
+        )
         client.sleep_timer = _backoff_seconds()
         # Every retried status is bounded: an alert that cannot be delivered must not hang the task.
         for status in (429, 500, 502, 503, 504):
@@ -114,4 +116,6 @@ class PagerDutyNotifier(PagerdutyNotifier):
 
     @property
     def hook(self) -> PagerDutyEventsHook:  # type: ignore[override]
-        return self._events_hook or PagerDutyEventsHook(pagerduty_events_conn_id=self.pagerduty_events_conn_id)
+        return self._events_hook or PagerDutyEventsHook(
+            pagerduty_events_conn_id=self.pagerduty_events_conn_id
+        )

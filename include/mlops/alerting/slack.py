@@ -16,6 +16,7 @@ from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNoti
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, ServerErrorRetryHandler
 
 from mlops.alerting.deadline import Deadline
+from mlops.alerting.pagerduty import _backoff_seconds
 
 MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
@@ -58,7 +59,14 @@ _ServerError = _deadline_bounded(ServerErrorRetryHandler)
 
 def retry_handlers(deadline: Deadline | None = None) -> list[Any]:
     """Retry 429 (honouring Retry-After) and 5xx with backoff, while ``deadline`` allows."""
-    return [_RateLimit(deadline, max_retry_count=3), _ServerError(deadline, max_retry_count=3)]
+    from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+
+    # The same back-off base as PagerDuty's (MLOPS_ALERT_RETRY_BASE_SECONDS): 0.5 s, 1 s, 2 s by default.
+    backoff = BackoffRetryIntervalCalculator(backoff_factor=_backoff_seconds() / 3)
+    return [
+        _RateLimit(deadline, max_retry_count=3),
+        _ServerError(deadline, max_retry_count=3, interval_calculator=backoff),
+    ]
 
 
 def _section(text: str) -> dict[str, Any]:

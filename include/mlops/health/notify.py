@@ -199,7 +199,8 @@ def _deliver_slack(
         (
             a
             for k, a in state.alerts.items()
-            if a.slack in (TRIGGER_PENDING, RESOLVE_PENDING) and not (a.slack == TRIGGER_PENDING and k in muted)
+            if a.slack in (TRIGGER_PENDING, RESOLVE_PENDING)
+            and not (a.slack == TRIGGER_PENDING and k in muted)
         ),
         key=lambda a: (a.slack != TRIGGER_PENDING, _SEVERITY_RANK.get(a.severity, 9), a.dedup_key),
     )

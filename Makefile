@@ -25,7 +25,7 @@ run: $(STAMP)
 test: $(STAMP) system-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## system-deps: Debian packages the test command needs (promtool, pushgateway, chromium), installed when missing
+## system-deps: Debian packages the test command needs (promtool, pushgateway, alertmanager, chromium), installed when missing
 system-deps:
 	@command -v promtool >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -35,6 +35,10 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-pushgateway >/dev/null; \
 	  else echo "prometheus-pushgateway missing: install Debian's 'prometheus-pushgateway' package"; fi; }
+	@command -v prometheus-alertmanager >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null; \
+	  else echo "prometheus-alertmanager missing: install Debian's 'prometheus-alertmanager' package"; fi; }
 	@test -x /usr/bin/chromium || { \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \

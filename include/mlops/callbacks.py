@@ -146,6 +146,17 @@ def _count_training_failure(dag_id: str) -> None:
         log.warning("could not count the training failure of %s", dag_id, exc_info=True)
 
 
+def _stamp_training_success(dag_id: str) -> None:
+    if "train" not in str(dag_id):
+        return
+    try:
+        from mlops.health.publish import stamp_training_success
+
+        stamp_training_success(dag_id)
+    except Exception:
+        log.warning("could not stamp the training success of %s", dag_id, exc_info=True)
+
+
 class TaskRecoveryResolve(BaseNotifier):
     """Notifier resolving a task's failure incident when the task succeeds again.
 
@@ -166,6 +177,7 @@ class TaskRecoveryResolve(BaseNotifier):
         ti = context.get("ti") or context.get("task_instance")
         dag_id = getattr(ti, "dag_id", None) or getattr(context.get("dag"), "dag_id", "?")
         task_id = getattr(ti, "task_id", "?")
+        _stamp_training_success(dag_id)
         settings = get_settings()
         ledger = IncidentLedger(settings)
         incident = task_incident_key(dag_id, task_id)

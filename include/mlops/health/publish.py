@@ -93,6 +93,15 @@ def count_training_failure(dag_id: str) -> bool:
     )
 
 
+def stamp_training_success(dag_id: str) -> bool:
+    """``mlops_training_last_success_timestamp_seconds{dag_id}``: ends ``TrainingRunsFailing``."""
+    return push(
+        TRAINING_JOB,
+        {"dag_id": dag_id},
+        {"mlops_training_last_success_timestamp_seconds": (time.time(), "Last training task success.")},
+    )
+
+
 def publish_sweep_heartbeat(duration_seconds: float, failing: int) -> bool:
     """The health sweep's heartbeat: its completion time, duration and failing-result count."""
     return push(

@@ -191,6 +191,27 @@ def _alert_section(alert: AlertRecord, fired: bool) -> str:
     return f"{head}\n{body}\n_dedup key_ `{escape(alert.dedup_key)}`"
 
 
+def _deliver_notices(
+    state: AlertState, router: Any, links: RunLinks, report: DeliveryReport, deadline: Any
+) -> None:
+    untold = {check: n for check, n in state.notices.items() if not n.get("told")}
+    if not untold:
+        return
+    sections = [f"`{escape(check)}`: {escape(n['summary'])}" for check, n in sorted(untold.items())]
+    sections.append("These checks are not counted as failing. Grant the permission or disable the check.")
+    ok = router.slack(
+        f"Health: {len(untold)} check{'s' if len(untold) != 1 else ''} cannot run",
+        sections,
+        [f"<{links.run_url}|Airflow health run>"],
+        deadline=deadline,
+    ) or not router.configured("slack")
+    label = f"slack notice {', '.join(sorted(untold))}"
+    (report.delivered if ok else report.failed).append(label)
+    if ok:
+        for notice in untold.values():
+            notice["told"] = True
+
+
 def _deliver_slack(
     state: AlertState, router: Any, links: RunLinks, muted: dict[str, str], report: DeliveryReport
 ) -> None:
@@ -207,6 +228,7 @@ def _deliver_slack(
     report.muted.extend(
         f"slack {k} ({why})" for k, why in muted.items() if state.alerts[k].slack == TRIGGER_PENDING
     )
+    _deliver_notices(state, router, links, report, deadline)
     if not pending:
         return
     messages = split_sections([_alert_section(a, a.slack == TRIGGER_PENDING) for a in pending])
@@ -319,7 +341,8 @@ def deliver(
     jobs: dict[str, Callable[[], None]] = {}
     if any(a.pagerduty in (TRIGGER_PENDING, RESOLVE_PENDING) for a in state.alerts.values()):
         jobs["pagerduty"] = lambda: _deliver_pagerduty(state, router, links, muted, report)
-    if any(a.slack in (TRIGGER_PENDING, RESOLVE_PENDING) for a in state.alerts.values()):
+    slack_due = any(a.slack in (TRIGGER_PENDING, RESOLVE_PENDING) for a in state.alerts.values())
+    if slack_due or any(not n.get("told") for n in state.notices.values()):
         jobs["slack"] = lambda: _deliver_slack(state, router, links, muted, report)
     for channel, outcome in deliver_independently(jobs).items():
         if isinstance(outcome, Exception):

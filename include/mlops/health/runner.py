@@ -36,6 +36,25 @@ def default_target(spec: CheckSpec) -> str:
     return spec.name
 
 
+def _forbidden(exc: Exception) -> bool:
+    status = getattr(exc, "status", None) or getattr(getattr(exc, "response", None), "status_code", None)
+    return status == 403
+
+
+def _permission_missing(spec: CheckSpec, exc: Exception) -> CheckResult:
+    """The check lacks a permission: reported (once, by the state) but not counted as the service failing."""
+    reason = str(getattr(exc, "reason", "") or "Forbidden")
+    body = str(getattr(exc, "body", "") or "")[:300]
+    return CheckResult(
+        spec.name,
+        default_target(spec),
+        True,
+        f"{spec.name}: cannot run, permission missing (403 {reason}): {body}".rstrip(": "),
+        errored=True,
+        details={"permission_missing": True},
+    )
+
+
 async def _run_one(
     spec: CheckSpec, ctx: CheckContext, pool: ThreadPoolExecutor
 ) -> tuple[list[CheckResult], bool]:
@@ -60,6 +79,8 @@ async def _run_one(
         ]
         completed = False
     except Exception as exc:  # a broken check is a failing check, never a crashed sweep
+        if _forbidden(exc):
+            return [_permission_missing(spec, exc)], False
         log.warning("check %s raised", spec.name, exc_info=True)
         results = [
             CheckResult(

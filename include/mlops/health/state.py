@@ -151,6 +151,8 @@ class AlertState:
     last_sweep_at: str | None = None  # start of the newest sweep applied
     # Notification channels that are failing: {"slack": {"down_since": iso, "reported": bool}}.
     outages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Checks that cannot run (a missing permission): told once to Slack. {check: {"summary", "told"}}.
+    notices: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         data = {
@@ -160,6 +162,7 @@ class AlertState:
             "updated_at": self.updated_at,
             "last_sweep_at": self.last_sweep_at,
             "outages": self.outages,
+            "notices": self.notices,
             "alerts": {k: asdict(v) for k, v in sorted(self.alerts.items())},
         }
         return json.dumps(data, indent=1, sort_keys=True).encode()
@@ -174,6 +177,7 @@ class AlertState:
             updated_at=data.get("updated_at"),
             last_sweep_at=data.get("last_sweep_at"),
             outages=data.get("outages") or {},
+            notices=data.get("notices") or {},
         )
 
     def firing(self) -> list[AlertRecord]:
@@ -243,7 +247,14 @@ def apply_report(
     by_name = {s.name: s for s in specs}
     transitions: list[Transition] = []
     seen: set[str] = set()
+    blocked = {r.check: r.summary for r in report.results if r.details.get("permission_missing")}
+    for check, summary in blocked.items():
+        state.notices.setdefault(check, {"summary": summary, "told": False})
+    for check in [c for c in state.notices if c not in blocked and c in report.completed]:
+        del state.notices[check]  # it can run again
     for result in report.results:
+        if result.check in blocked:
+            continue  # neither healthy nor failing: its targets keep their state
         key = f"{result.check}/{result.target}"
         seen.add(key)
         record = state.alerts.get(key)

@@ -25,12 +25,20 @@ run: $(STAMP)
 test: $(STAMP) system-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## system-deps: Debian packages the test command needs (promtool, chromium), installed when missing
+## system-deps: Debian packages the test command needs (promtool, pushgateway, alertmanager, chromium), installed when missing
 system-deps:
 	@command -v promtool >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  else echo "promtool missing: install Debian's 'prometheus' package"; fi; }
+	@command -v prometheus-pushgateway >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-pushgateway >/dev/null; \
+	  else echo "prometheus-pushgateway missing: install Debian's 'prometheus-pushgateway' package"; fi; }
+	@command -v prometheus-alertmanager >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null; \
+	  else echo "prometheus-alertmanager missing: install Debian's 'prometheus-alertmanager' package"; fi; }
 	@test -x /usr/bin/chromium || { \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
@@ -57,7 +65,7 @@ lock:
 	.venv-lock/bin/pip install -q "apache-airflow==3.3.2" "apache-airflow-providers-cncf-kubernetes==10.25.0" \
 	  "apache-airflow-providers-amazon==9.39.0" "apache-airflow-providers-slack==9.11.1" \
 	  "apache-airflow-providers-pagerduty==5.3.1" "apache-airflow-providers-postgres==7.1.1" \
-	  "apache-airflow-providers-standard==1.21.0" boto3 kubernetes slack-sdk
+	  "apache-airflow-providers-standard==1.21.0" boto3 kubernetes slack-sdk prometheus-client
 	{ echo "# Runtime pins: Airflow 3.3.2, its providers and every transitive package."; \
 	  echo "# Regenerate with 'make lock' (see README)."; .venv-lock/bin/pip freeze | sort -f; } > requirements.txt
 	rm -rf .venv-lock

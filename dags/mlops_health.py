@@ -16,6 +16,13 @@ Prometheus queries.
   resolves, and sends one resolve on recovery.
 - `send_daily_digest` posts the still-firing alerts once a day, after
   `MLOPS_HEALTH_DIGEST_HOUR_UTC`.
+- Every finished sweep pushes its heartbeat
+  (`mlops_health_last_sweep_timestamp_seconds`, and a ping to `MLOPS_HEALTH_HEARTBEAT_URL`
+  when set): the dead-man's switch. **When the whole of Airflow is down** (scheduler,
+  metadata DB, this DAG paused, failing to import or starved) nothing here can run;
+  what pages then is Prometheus' `HealthSweepStale`/`HealthSweepAbsent` rule
+  (helm-values/monitoring/prometheus-rules.yaml), routed by the cluster's
+  Alertmanager, and/or the heartbeat service's own alert when pings stop.
 
 Owner: platform team (#mlops-platform).
 
@@ -23,14 +30,20 @@ Owner: platform team (#mlops-platform).
 - **`run_checks` failed**: the configuration is invalid (the log names the check
   and field) or the worker could not start the sweep. Checks that fail or hang
   never fail this task.
-- **`evaluate_alerts` failed with AlertDeliveryError**: Slack or PagerDuty did not
-  accept an alert after retries. The state keeps it pending; the task retry and the
-  next run deliver it. Check the `slack_alerts` / `pagerduty_events` connections.
-  Meanwhile the task log lists every failing check.
+- **`evaluate_alerts` failed with AlertDeliveryError**: a channel was down and the
+  outage could not be reported through the other one either. Each delivery has a
+  deadline (`MLOPS_ALERT_DELIVERY_DEADLINE_SECONDS`) and the channels are delivered
+  independently; what did not get out stays pending and goes out next run. A single
+  channel down is reported once through the other (`mlops-health/alert-channel/...`)
+  and does not fail the task. Meanwhile the task log lists every failing check.
+- A task failure of this DAG pages once per task (`airflow/mlops_health/<task>`),
+  resolved when that task next succeeds.
 - **StateConflictError**: another process wrote the alert state; look for a second
   deployment or a manual `airflow dags test` of this DAG.
-- To silence a noisy check, raise its `failures_before_alert` or set `page: false`
-  in the checks file; to see the current alerts, read the state object in S3.
+- To silence a check, group or target for a while:
+  `python -m mlops.health.silences create <check|target> --minutes 60 --author you --comment why`
+  (`list`, `expire <id>`); for good, raise its `failures_before_alert` or set `page: false`
+  in the checks file. To see the current alerts, read the state object in S3.
 """
 
 from __future__ import annotations
@@ -41,7 +54,7 @@ import pendulum
 from airflow.sdk import dag, get_current_context, task
 
 from mlops import tags
-from mlops.callbacks import failure_callbacks
+from mlops.callbacks import failure_callbacks, success_callbacks
 from mlops.settings import get_settings
 
 
@@ -60,6 +73,7 @@ from mlops.settings import get_settings
         "retries": 1,
         "retry_delay": timedelta(seconds=20),
         "on_failure_callback": failure_callbacks(),
+        "on_success_callback": success_callbacks(),  # resolves a task's failure incident
     },
 )
 def mlops_health():

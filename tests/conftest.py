@@ -103,6 +103,20 @@ def pg_database(pg_cluster: PostgresCluster) -> str:
     return pg_cluster.create_database()
 
 
+# -- Pushgateway ----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def pushgateway() -> Iterator[str]:
+    """Debian's prometheus-pushgateway on a free loopback port; yields its base URL.
+
+    Scrape it from the test Prometheus with
+    ``running_prometheus(..., scrape_configs=[pushgateway_target(url)])``.
+    """
+    from tests.harness.pushgateway import running_pushgateway
+
+    with running_pushgateway(_SESSION_DIR / "pushgateway") as url:
+        yield url
+
+
 # -- Slack / PagerDuty -----------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def _slack() -> Iterator[Receiver]:

@@ -1,8 +1,12 @@
-"""Failure callbacks attached to every DAG in the project.
+"""Failure (and recovery) callbacks attached to the project's DAGs.
 
 Each task failure goes to Slack and PagerDuty with links to the DAG, the run
-and the task's log. Delivery problems are logged and swallowed: the task's own
-error is what the run reports.
+and the task's log. The page is one incident per DAG and task
+(``airflow/<dag_id>/<task_id>``): however many runs fail, PagerDuty shows one
+incident, and :func:`success_callbacks` resolves it when that task next succeeds.
+Delivery problems are logged and swallowed: the task's own error is what the run
+reports. A failed task of a training DAG also counts in
+``mlops_training_failures_total`` on the Pushgateway.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ def airflow_links(
 
 
 class TaskFailureAlert(BaseNotifier):
-    """Notifier sending a task failure to Slack and PagerDuty (one incident per dag/task/run).
+    """Notifier sending a task failure to Slack and PagerDuty (one incident per DAG and task).
 
     When the task already paged its own, more specific incident for this error
     (``mlops.alerting.router.mark_paged``, e.g. a failed backup verification), the
@@ -75,15 +79,18 @@ class TaskFailureAlert(BaseNotifier):
             log.exception("failure alert could not be built or sent")
 
     def _send(self, context: dict[str, Any]) -> None:
+        from mlops.alerting.incidents import task_incident_key
         from mlops.alerting.router import AlertRouter, paged_as
+        from mlops.alerting.slack import escape
 
         d = _failure_details(context)
+        _count_training_failure(d["dag_id"])
         specific = paged_as(context.get("exception"))
         title = f"Airflow task failed: {d['dag_id']}.{d['task_id']}"
         lines = [
             f"*DAG* <{d['dag_url']}|{d['dag_id']}>  *Task* `{d['task_id']}`  *Try* {d['try_number']}",
             f"*Run* <{d['run_url']}|{d['run_id']}>" if d["run_url"] else f"*Run* `{d['run_id']}`",
-            f"*Error* ```{d['error']}```",
+            f"*Error* ```{escape(d['error'])}```",
         ]
         if specific:
             lines.append(f"*Paged as* `{specific}` (this failure's own incident; no second page)")
@@ -98,9 +105,10 @@ class TaskFailureAlert(BaseNotifier):
         if specific:
             log.info("PagerDuty page inhibited: the failure already pages as %s", specific)
             return
-        router.pagerduty(
+        incident = task_incident_key(d["dag_id"], d["task_id"])
+        paged = router.pagerduty(
             action="trigger",
-            dedup_key=f"airflow/{d['dag_id']}/{d['task_id']}/{d['run_id']}",
+            dedup_key=incident,
             summary=f"{title}: {d['error']}",
             severity=self.severity,
             source=f"airflow/{d['dag_id']}",
@@ -109,11 +117,98 @@ class TaskFailureAlert(BaseNotifier):
             custom_details=d,
             links=links,
         )
+        _record_incident(incident, d, paged)
+
+
+def _record_incident(incident: str, details: dict[str, Any], paged: bool) -> None:
+    from mlops.alerting.incidents import IncidentLedger
+    from mlops.settings import get_settings
+
+    ledger = IncidentLedger(get_settings())
+    if not ledger.available():
+        return
+    try:
+        # Recorded even when the page did not get out: the success must still clear the Slack side.
+        ledger.open(incident, {"run_id": details["run_id"], "paged": paged})
+    except Exception:
+        log.warning("could not record open incident %s; its resolve will be manual", incident, exc_info=True)
+
+
+def _count_training_failure(dag_id: str) -> None:
+    """``mlops_training_failures_total{dag_id}`` +1 on the Pushgateway, for a training DAG's failure."""
+    if "train" not in str(dag_id):  # mlops_training and teams' own training DAGs
+        return
+    try:
+        from mlops.health.publish import count_training_failure
+
+        count_training_failure(dag_id)
+    except Exception:
+        log.warning("could not count the training failure of %s", dag_id, exc_info=True)
+
+
+def _stamp_training_success(dag_id: str) -> None:
+    if "train" not in str(dag_id):
+        return
+    try:
+        from mlops.health.publish import stamp_training_success
+
+        stamp_training_success(dag_id)
+    except Exception:
+        log.warning("could not stamp the training success of %s", dag_id, exc_info=True)
+
+
+class TaskRecoveryResolve(BaseNotifier):
+    """Notifier resolving a task's failure incident when the task succeeds again.
+
+    Does nothing (one S3 ``HEAD``) unless an incident of this DAG and task is open.
+    """
+
+    def notify(self, context: dict[str, Any]) -> None:
+        try:
+            self._resolve(context)
+        except Exception:  # a broken resolve must never fail a task that succeeded
+            log.exception("task recovery could not be checked or sent")
+
+    def _resolve(self, context: dict[str, Any]) -> None:
+        from mlops.alerting.incidents import IncidentLedger, task_incident_key
+        from mlops.alerting.router import AlertRouter
+        from mlops.settings import get_settings
+
+        ti = context.get("ti") or context.get("task_instance")
+        dag_id = getattr(ti, "dag_id", None) or getattr(context.get("dag"), "dag_id", "?")
+        task_id = getattr(ti, "task_id", "?")
+        _stamp_training_success(dag_id)
+        settings = get_settings()
+        ledger = IncidentLedger(settings)
+        incident = task_incident_key(dag_id, task_id)
+        if not ledger.available() or not ledger.is_open(incident):
+            return
+        router = AlertRouter(settings)
+        run_id = getattr(ti, "run_id", None) or context.get("run_id")
+        links = airflow_links(dag_id, run_id, task_id)
+        resolved = router.pagerduty(
+            action="resolve", dedup_key=incident, summary=f"{dag_id}.{task_id} succeeded again"
+        ) or not router.configured("pagerduty")
+        router.slack(
+            f"Airflow task recovered: {dag_id}.{task_id}",
+            [f"*Run* <{links['run']}|{run_id}> succeeded; the failure incident `{incident}` is resolved."],
+        )
+        if resolved:
+            ledger.close(incident)
 
 
 def failure_callbacks(severity: str = "error") -> list[BaseNotifier]:
     """The ``on_failure_callback`` list every DAG's ``default_args`` uses."""
     return [TaskFailureAlert(severity=severity)]
+
+
+def success_callbacks() -> list[BaseNotifier]:
+    """The ``on_success_callback`` list: resolves the task's failure incident once it succeeds again.
+
+    Add beside ``failure_callbacks()`` in a DAG's ``default_args``:
+    ``"on_success_callback": success_callbacks()``.
+    """
+    return [TaskRecoveryResolve()]
 
 
 async def notify_deadline_missed(

@@ -59,6 +59,21 @@ class Settings:
     prometheus_url: str = ""  # empty: the optional Prometheus checks are skipped
     health_model_service: str = ""  # the model whose active Service the default checks probe; empty: skip
 
+    # Alerting (issue 15).
+    alert_delivery_deadline_seconds: float = 20.0  # total per delivery, far inside the tasks' 60 s timeout
+    alert_repeat_interval_seconds: int = 4 * 3600  # re-notify a still-firing alert (Alertmanager's default)
+    health_passes_before_resolve: int = 2  # consecutive passes before a firing alert resolves
+    health_sweep_deadline_seconds: float = 90.0  # the whole sweep; inside run_checks' 2 min timeout
+    health_heartbeat_url: str = ""  # pinged after each sweep (healthchecks.io style); empty: none
+    health_check_gpu_nodes: bool = False  # needs helm-values/platform/32-clusterrole-gpu-nodes.yaml
+    health_silences_key: str = "health/silences.json"  # beside the alert state
+    health_incidents_prefix: str = "health/task-incidents/"  # open task-failure incidents
+    alert_sink: str = "direct"  # direct: Slack + PagerDuty; alertmanager: post to alertmanager_url
+    alertmanager_url: str = ""
+
+    # Batch-job metrics (backups, training) are pushed here; empty: logged, not pushed.
+    pushgateway_url: str = ""
+
     # Backups (issue 5).
     pg_bin: str = ""  # directory of pg_dump/pg_restore; empty: found on PATH
     backup_pg_compress: str = "1"  # pg_dump --compress: gzip 0-9; pg_dump 16+: lz4, zstd[:N]

@@ -1,7 +1,9 @@
 """Local HTTP(S) receivers that stand in for Slack webhooks and the PagerDuty Events API.
 
 They are real servers on 127.0.0.1: the providers' clients reach them over the
-wire. Each records the JSON it receives and can be told to answer errors.
+wire. Each records the JSON it receives (with the monotonic time it arrived) and
+can be told to answer errors (``fail_next``: a number of requests; ``fail_until``:
+every request for a while) or to answer slowly (``delay``).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +24,8 @@ class Received:
     path: str
     headers: dict[str, str]
     body: Any
+    at: float = field(default_factory=time.monotonic)
+    accepted: bool = False
 
 
 @dataclass
@@ -40,6 +45,9 @@ class Receiver:
         self._lock = threading.Lock()
         self._received: list[Received] = []
         self._faults: list[_Fault] = []
+        self._down_until = 0.0
+        self._down_status = 503
+        self.delay = 0.0  # seconds before each answer (a slow service)
         self.ca_path: str | None = None
         self._server: ThreadingHTTPServer | None = None
 
@@ -56,10 +64,29 @@ class Receiver:
         with self._lock:
             self._faults.append(_Fault(status, times))
 
+    def fail_until(self, status: int, seconds: float) -> None:
+        """Answer ``status`` to every request for the next ``seconds`` (an outage), then recover."""
+        with self._lock:
+            self._down_status, self._down_until = status, time.monotonic() + seconds
+
+    def recover(self) -> None:
+        """End any outage, fault or delay now."""
+        with self._lock:
+            self._faults.clear()
+            self._down_until = 0.0
+            self.delay = 0.0
+
+    def accepted(self, path_prefix: str = "") -> list[Received]:
+        """Requests that got the OK answer (not an injected fault)."""
+        with self._lock:
+            return [r for r in self._received if r.path.startswith(path_prefix) and r.accepted]
+
     def reset(self) -> None:
         with self._lock:
             self._received.clear()
             self._faults.clear()
+            self._down_until = 0.0
+            self.delay = 0.0
 
     @property
     def url(self) -> str:
@@ -120,21 +147,63 @@ class Receiver:
         return ctx
 
     def _answer(self, request: Received) -> tuple[int, Any]:
+        if self.delay:
+            time.sleep(self.delay)
         with self._lock:
             self._received.append(request)
+            request.accepted = False
+            if time.monotonic() < self._down_until:
+                return self._down_status, {"status": "error", "message": f"outage {self._down_status}"}
             if self._faults:
                 fault = self._faults[0]
                 fault.times -= 1
                 if fault.times <= 0:
                     self._faults.pop(0)
                 return fault.status, {"status": "error", "message": f"injected {fault.status}"}
+            request.accepted = True
         body = self.ok_body(request) if callable(self.ok_body) else self.ok_body
         return self.ok_status, body
 
 
+# Slack's documented limits (api.slack.com/reference/block-kit/blocks, chat.postMessage "msg_too_long"):
+# 50 blocks, 3000 characters in a section's text, 150 in a header, 40,000 for the whole message.
+SLACK_MAX_BLOCKS, SLACK_MAX_SECTION, SLACK_MAX_HEADER, SLACK_MAX_MESSAGE = 50, 3000, 150, 40000
+
+
+def slack_rejection(body: Any) -> str | None:
+    """The error Slack answers (HTTP 400) for a message over its limits, or None."""
+    if not isinstance(body, dict):
+        return "invalid_payload"
+    blocks = body.get("blocks") or []
+    if len(blocks) > SLACK_MAX_BLOCKS:
+        return "invalid_blocks"
+    total = len(body.get("text") or "")
+    for block in blocks:
+        texts = [block.get("text") or {}, *(block.get("elements") or [])]
+        for text in texts:
+            size = len(text.get("text") or "")
+            total += size
+            limit = SLACK_MAX_HEADER if block.get("type") == "header" else SLACK_MAX_SECTION
+            if size > limit:
+                return "invalid_blocks"
+    return "msg_too_long" if total > SLACK_MAX_MESSAGE else None
+
+
+class SlackReceiver(Receiver):
+    """Answers 400 with Slack's error text for a message over Slack's limits, like Slack."""
+
+    def _answer(self, request: Received) -> tuple[int, Any]:
+        error = slack_rejection(request.body)
+        if error is None:
+            return super()._answer(request)
+        with self._lock:
+            self._received.append(request)
+        return 400, error.encode()
+
+
 def slack_receiver() -> Receiver:
     """Slack incoming webhooks answer 200 with the body ``ok``."""
-    return Receiver("slack", 200, b"ok")
+    return SlackReceiver("slack", 200, b"ok")
 
 
 def pagerduty_receiver(cert_dir: Path) -> Receiver:

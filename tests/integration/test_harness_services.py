@@ -65,3 +65,23 @@ def test_pagerduty_receiver_serves_https_only_with_its_own_ca(pagerduty):
         f"{pagerduty.url}/v2/enqueue", json={"dedup_key": "k"}, timeout=5, verify=pagerduty.ca_path
     )
     assert ok.status_code == 202 and ok.json()["dedup_key"] == "k"
+
+
+def test_pushgateway_metrics_reach_prometheus_with_the_pushed_labels(pushgateway, tmp_path):
+    from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
+
+    from tests.harness.prometheus import PROMETHEUS, query_until, running_prometheus
+    from tests.harness.pushgateway import pushgateway_target
+
+    assert PROMETHEUS, "Debian's prometheus package is needed (make system-deps)"
+    registry = CollectorRegistry()
+    Gauge("harness_probe_value", "a harness probe", registry=registry).set(42)
+    pushadd_to_gateway(
+        pushgateway, job="harness-probe", registry=registry, grouping_key={"case": tmp_path.name}
+    )
+
+    with running_prometheus(tmp_path, {}, scrape_configs=[pushgateway_target(pushgateway)]) as prom:
+        [series] = query_until(prom, f'harness_probe_value{{case="{tmp_path.name}"}}')
+    # honor_labels kept the pushed job label instead of the scrape job's name ("pushgateway").
+    assert series["metric"]["job"] == "harness-probe"
+    assert float(series["value"][1]) == 42

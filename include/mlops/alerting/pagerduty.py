@@ -8,7 +8,9 @@ endpoint, so the connection's extra may carry:
 - ``ca_bundle``: a CA file to verify it with (for a TLS-inspecting proxy).
 
 Retries on 429 and 5xx, with exponential backoff, come from the ``pagerduty``
-client (the Events API's documented retry policy).
+client (the Events API's documented retry policy), bounded by the delivery's
+:class:`~mlops.alerting.deadline.Deadline`: no retry is started that would end
+after it, and each attempt's read timeout is what is left of it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import pagerduty
 from airflow.providers.pagerduty.hooks.pagerduty_events import PagerdutyEventsHook, prepare_event_data
 from airflow.providers.pagerduty.notifications.pagerduty import PagerdutyNotifier
 
+from mlops.alerting.deadline import Deadline, DeliveryTimeoutError
+
 DEFAULT_EVENTS_URL = "https://events.pagerduty.com"
 SEVERITIES = ("critical", "error", "warning", "info")
 SUMMARY_LIMIT = 1024
@@ -28,6 +32,29 @@ SUMMARY_LIMIT = 1024
 
 def _backoff_seconds() -> float:
     return float(os.environ.get("MLOPS_ALERT_RETRY_BASE_SECONDS", "1.5"))
+
+
+class DeadlineEventsClient(pagerduty.EventsApiV2Client):
+    """The Events API v2 client whose retries stop where the delivery's deadline would be passed."""
+
+    deadline: Deadline | None = None
+    _next_sleep: float = 0.0
+
+    def cooldown_factor(self) -> float:
+        factor = super().cooldown_factor()
+        # The client sleeps sleep_timer * factor before each retry: refuse one that cannot finish in time.
+        self._next_sleep = (self._next_sleep or self.sleep_timer) * factor
+        if self.deadline is not None and not self.deadline.allows(self._next_sleep + 0.5):
+            raise DeliveryTimeoutError(
+                f"PagerDuty: no retry fits in the {self.deadline.seconds:g}s delivery deadline"
+            )
+        return factor
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Any:
+        self._next_sleep = 0.0
+        if self.deadline is not None:
+            self.timeout = max(0.5, min(self.timeout, self.deadline.remaining()))
+        return super().request(method, url, **kwargs)
 
 
 class PagerDutyEventsHook(PagerdutyEventsHook):
@@ -39,16 +66,21 @@ class PagerDutyEventsHook(PagerdutyEventsHook):
         self.events_url = extra.get("events_url") or DEFAULT_EVENTS_URL
         self.ca_bundle = extra.get("ca_bundle") or True
 
+    deadline: Deadline | None = None
+
     def client(self) -> pagerduty.EventsApiV2Client:
         verify = (
             ssl.create_default_context(cafile=self.ca_bundle) if isinstance(self.ca_bundle, str) else True
         )
-        client = pagerduty.EventsApiV2Client(
+        client = DeadlineEventsClient(
             self.integration_key, base_url=self.events_url.rstrip("/"), verify=verify
         )
         client.sleep_timer = _backoff_seconds()
-        client.retry[429] = 5  # bounded: an alert that cannot be delivered must not hang the task forever
-        client.retry[500] = 3
+        # Every retried status is bounded: an alert that cannot be delivered must not hang the task.
+        for status in (429, 500, 502, 503, 504):
+            client.retry[status] = 3
+        client.max_network_attempts = 2
+        client.deadline = self.deadline
         return client
 
     def send_event(self, summary: str, severity: str, **kwargs: Any) -> str:  # type: ignore[override]
@@ -72,8 +104,18 @@ class PagerDutyEventsHook(PagerdutyEventsHook):
 
 
 class PagerDutyNotifier(PagerdutyNotifier):
-    """The provider's ``PagerdutyNotifier`` sending through :class:`PagerDutyEventsHook`."""
+    """The provider's ``PagerdutyNotifier`` sending through :class:`PagerDutyEventsHook`.
+
+    ``events_hook`` is a hook built beforehand (its connection already read), for a
+    delivery that runs its network I/O under a deadline in another thread.
+    """
+
+    def __init__(self, *, events_hook: PagerDutyEventsHook | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._events_hook = events_hook
 
     @property
     def hook(self) -> PagerDutyEventsHook:  # type: ignore[override]
-        return PagerDutyEventsHook(pagerduty_events_conn_id=self.pagerduty_events_conn_id)
+        return self._events_hook or PagerDutyEventsHook(
+            pagerduty_events_conn_id=self.pagerduty_events_conn_id
+        )

@@ -35,11 +35,17 @@ _COMMON = {
     "severity": {"enum": list(SEVERITIES)},
     "page": {"type": "boolean"},
     "enabled_if": {"type": "string"},
+    "passes_before_resolve": {"type": "integer", "minimum": 1},
+    "group": {"type": "string", "minLength": 1},
+    "inhibits": {"type": "array", "items": {"type": "string"}},
 }
 _DEFAULTS_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
-    "properties": {k: _COMMON[k] for k in ("timeout_seconds", "failures_before_alert", "severity")},
+    "properties": {
+        k: _COMMON[k]
+        for k in ("timeout_seconds", "failures_before_alert", "passes_before_resolve", "severity")
+    },
 }
 FILE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -71,6 +77,9 @@ class CheckSpec:
     page: bool | None = None  # None: page for critical/error only
     description: str = ""
     params: dict[str, Any] = field(default_factory=dict)
+    passes_before_resolve: int = 1
+    group: str = ""  # alerts of checks sharing a group (a service, a target) are one incident
+    inhibits: tuple[str, ...] = ()  # checks of the same group muted while this one fires (a root cause)
 
     @property
     def pages(self) -> bool:
@@ -120,7 +129,7 @@ def parse(document: Any, settings: Settings) -> list[CheckSpec]:
         if enabled_if is not None:
             if enabled_if not in mapping:
                 raise ConfigError(f"check {name}: enabled_if names no setting: {enabled_if!r}")
-            if not mapping[enabled_if]:
+            if mapping[enabled_if] in ("", "False"):  # an empty string setting or a false boolean one
                 continue
         common = set(_COMMON)
         params = _fill({k: v for k, v in raw.items() if k not in common}, mapping, f"check {name}")
@@ -130,11 +139,17 @@ def parse(document: Any, settings: Settings) -> list[CheckSpec]:
         except jsonschema.ValidationError as exc:
             path = "/".join(map(str, exc.absolute_path)) or "(parameters)"
             raise ConfigError(f"check {name}: {exc.message} at {path}") from exc
+        timeout = float(raw.get("timeout_seconds", defaults.get("timeout_seconds", 10)))
+        if timeout > settings.health_sweep_deadline_seconds:
+            raise ConfigError(
+                f"check {name}: timeout_seconds {timeout:g} exceeds the sweep's deadline of "
+                f"{settings.health_sweep_deadline_seconds:g}s (health_sweep_deadline_seconds)"
+            )
         specs.append(
             CheckSpec(
                 name=name,
                 type=raw["type"],
-                timeout_seconds=float(raw.get("timeout_seconds", defaults.get("timeout_seconds", 10))),
+                timeout_seconds=timeout,
                 failures_before_alert=int(
                     raw.get("failures_before_alert", defaults.get("failures_before_alert", 3))
                 ),
@@ -142,6 +157,14 @@ def parse(document: Any, settings: Settings) -> list[CheckSpec]:
                 page=raw.get("page"),
                 description=raw.get("description", ""),
                 params=params,
+                passes_before_resolve=int(
+                    raw.get(
+                        "passes_before_resolve",
+                        defaults.get("passes_before_resolve", settings.health_passes_before_resolve),
+                    )
+                ),
+                group=_fill(raw.get("group", ""), mapping, f"check {name}"),
+                inhibits=tuple(raw.get("inhibits", ())),
             )
         )
     return specs

@@ -38,12 +38,14 @@ class SweepReport:
     results: list[CheckResult]
     completed: list[str]
     duration_seconds: float
+    started_at: str | None = None  # ISO 8601 UTC; orders sweeps so a stale one changes no state
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "results": [r.to_dict() for r in self.results],
             "completed": list(self.completed),
             "duration_seconds": self.duration_seconds,
+            "started_at": self.started_at,
         }
 
     @classmethod
@@ -52,6 +54,7 @@ class SweepReport:
             results=[CheckResult.from_dict(r) for r in data["results"]],
             completed=list(data["completed"]),
             duration_seconds=float(data["duration_seconds"]),
+            started_at=data.get("started_at"),
         )
 
     @property

@@ -10,13 +10,15 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from mlops.health.config import load_checks
 from mlops.health.notify import RunLinks, deliver, digest_due, send_digest
 from mlops.health.results import SweepReport
 from mlops.health.runner import run_checks
-from mlops.health.state import S3StateStore, StateConflictError, apply_report
+from mlops.health.silences import SilenceStore, matches_any
+from mlops.health.state import S3StateStore, StateConflictError, apply_report, schedule_repeats
 from mlops.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -37,10 +39,24 @@ def format_report(report: SweepReport) -> str:
 
 
 def sweep(settings: Settings | None = None) -> dict[str, Any]:
-    """Run every enabled check concurrently; the JSON form of the :class:`SweepReport`."""
+    """Run every enabled check concurrently; the JSON form of the :class:`SweepReport`.
+
+    A finished sweep sends its heartbeat (the dead-man's switch an outside system
+    watches): ``mlops_health_last_sweep_timestamp_seconds`` on the Pushgateway and,
+    when ``health_heartbeat_url`` is set, a ping to that URL. A heartbeat that cannot
+    be sent is logged; it never fails the sweep.
+    """
+    from mlops.health.publish import ping_heartbeat_url, publish_sweep_heartbeat
+
     settings = settings or get_settings()
     report = run_checks(load_checks(settings), settings)
     log.info("health sweep\n%s", format_report(report))
+    try:
+        publish_sweep_heartbeat(report.duration_seconds, len(report.failing))
+    except Exception:
+        log.warning("could not push the sweep heartbeat", exc_info=True)
+    if settings.health_heartbeat_url:
+        ping_heartbeat_url(settings.health_heartbeat_url)
     return report.to_dict()
 
 
@@ -50,8 +66,10 @@ def evaluate_and_alert(
     """Apply ``report`` to the stored alert state, deliver pending alerts, persist.
 
     Returns the true check state (failing results, firing alerts, transitions and
-    deliveries). Raises :class:`AlertDeliveryError` after saving when a delivery
-    failed, so the task is retried and the run shows that alerts did not get out.
+    deliveries). Undelivered alerts stay pending and go out on the next attempt. A
+    channel that is down is reported once through the other channel; the task fails
+    (:class:`AlertDeliveryError`, after saving) only when an outage could be reported
+    nowhere, so a Slack outage does not page on every run.
     """
     from mlops.alerting.router import AlertRouter
 
@@ -62,9 +80,12 @@ def evaluate_and_alert(
     links = RunLinks(settings.airflow_base_url, dag_id, run_id)
     router = router or AlertRouter(settings)
 
+    silences = SilenceStore.from_settings(settings)
+    active = silences.active()
     for attempt in range(1, _CAS_ATTEMPTS + 1):
         state, etag = store.load()
         transitions = apply_report(state, sweep_report, specs, run_id)
+        schedule_repeats(state, datetime.now(UTC), settings.alert_repeat_interval_seconds)
         try:
             etag = store.save(state, etag)  # record transitions before telling anyone
             break
@@ -72,7 +93,12 @@ def evaluate_and_alert(
             if attempt == _CAS_ATTEMPTS:
                 raise
             log.warning("alert state changed while evaluating; re-reading (attempt %d)", attempt)
-    delivery = deliver(state, router, links)
+    if settings.alert_sink == "alertmanager":
+        from mlops.alerting.alertmanager import post_alerts
+
+        delivery = post_alerts(state, settings, links)
+    else:
+        delivery = deliver(state, router, links, silenced=lambda alert: matches_any(active, alert))
     store.save(state, etag)
 
     outcome = {
@@ -81,6 +107,8 @@ def evaluate_and_alert(
         "transitions": [f"{t.kind} {t.key}" for t in transitions],
         "delivered": delivery.delivered,
         "undelivered": delivery.failed,
+        "muted": delivery.muted,
+        "outages": sorted(state.outages),
     }
     log.info(
         "health state: %d failing, %d firing; transitions %s; delivered %s",
@@ -89,12 +117,17 @@ def evaluate_and_alert(
         outcome["transitions"],
         delivery.delivered,
     )
-    if delivery.failed:
+    unreported = [c for c in ("slack", "pagerduty") if delivery.failed_on(c) and not _reported(state, c)]
+    if unreported or any("crashed" in f for f in delivery.failed):
         raise AlertDeliveryError(
             f"{len(delivery.failed)} alert deliveries failed and stay pending: {delivery.failed}; "
             f"firing: {outcome['firing']}"
         )
     return outcome
+
+
+def _reported(state: Any, channel: str) -> bool:
+    return bool(state.outages.get(channel, {}).get("reported"))
 
 
 def send_daily_digest(

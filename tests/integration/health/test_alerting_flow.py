@@ -6,14 +6,16 @@ Each ``run()`` is what one scheduled DAG run does: sweep, then evaluate and deli
 from __future__ import annotations
 
 import json
+import time
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
-from mlops.alerting.slack import MAX_BLOCKS, MAX_SECTION_TEXT
-from mlops.health.state import S3StateStore
-from mlops.health.tasks import AlertDeliveryError, evaluate_and_alert, send_daily_digest, sweep
-from mlops.settings import get_settings
+from mlops.alerting.slack import MAX_MESSAGES
+from mlops.callbacks import failure_callbacks, success_callbacks
+from mlops.health.tasks import evaluate_and_alert, send_daily_digest, sweep
+from tests.harness.receivers import slack_rejection
 
 HEALTHY = {"status": "ok", "models": [{"name": "churn", "ready": True}]}
 SICK = {"status": "degraded", "models": []}
@@ -46,15 +48,40 @@ def health_env(monkeypatch, tmp_path, endpoints, s3_conn, s3_bucket, alert_conns
     return endpoints, slack, pagerduty, path
 
 
+EVALUATE_TIMEOUT_SECONDS = 60  # dags/mlops_health.py: evaluate_alerts' execution_timeout
+
+
+def KEY(endpoints) -> str:  # noqa: N802 - reads like the constant it is
+    return f"mlops-health/model-health/{endpoints.url('/json/model')}"
+
+
 class Runs:
     def __init__(self) -> None:
         self.n = 0
 
+    def run_id(self) -> str:
+        return f"scheduled__2025-06-01T{self.n // 60:02d}:{self.n % 60:02d}:00+00:00"
+
     def run(self) -> dict:
         self.n += 1
-        return evaluate_and_alert(
-            sweep(), dag_id="mlops_health", run_id=f"scheduled__2025-06-01T00:{self.n:02d}:00+00:00"
+        return evaluate_and_alert(sweep(), dag_id="mlops_health", run_id=self.run_id())
+
+    def run_as_task(self) -> dict | None:
+        """One run of the evaluate task with the callbacks Airflow would call after it."""
+        self.n += 1
+        ti = SimpleNamespace(
+            dag_id="mlops_health", task_id="evaluate_alerts", run_id=self.run_id(), try_number=3
         )
+        context = {"ti": ti, "run_id": self.run_id()}
+        try:
+            outcome = evaluate_and_alert(sweep(), dag_id="mlops_health", run_id=self.run_id())
+        except Exception as exc:
+            for callback in failure_callbacks():
+                callback({**context, "exception": exc})
+            return None
+        for callback in success_callbacks():
+            callback(context)
+        return outcome
 
 
 def events(pagerduty, action=None):
@@ -107,24 +134,70 @@ def test_a_notifier_answering_500_is_retried_and_the_run_reports_the_true_state(
     assert len(slack.received) == 2
 
 
-def test_an_alert_that_cannot_be_delivered_stays_pending_and_goes_out_next_run(health_env):
+def test_pagerduty_down_for_minutes_slack_still_gets_the_alert_within_the_task_timeout(
+    health_env, monkeypatch
+):
+    """Before: the PagerDuty client retried a 503 six times doubling from 1.5 s (189 s), every page
+    went before any Slack message, and the task's 60 s timeout killed it: Slack never heard a thing.
+
+    Production back-off here (1.5 s); PagerDuty answers 503 for minutes. The Slack message must
+    arrive while PagerDuty is still failing, the task must return within its timeout, PagerDuty's
+    outage is told to Slack, and the page goes out on the first run after PagerDuty recovers."""
     endpoints, slack, pagerduty, _ = health_env
+    monkeypatch.setenv("MLOPS_ALERT_RETRY_BASE_SECONDS", "1.5")
+    monkeypatch.setenv("MLOPS_ALERT_DELIVERY_DEADLINE_SECONDS", "8")
     runs = Runs()
     endpoints.documents["model"] = SICK
     runs.run(), runs.run()
-    pagerduty.fail_next(503, times=100)
-    with pytest.raises(AlertDeliveryError, match="pagerduty trigger mlops-health/model-health"):
-        runs.run()
-    state, _ = S3StateStore.from_settings(get_settings()).load()
-    (alert,) = state.alerts.values()
-    assert (alert.status, alert.pagerduty, alert.slack) == ("firing", "trigger_pending", "triggered")
+    pagerduty.fail_until(503, seconds=600)
+    started = time.monotonic()
+    outcome = runs.run()  # the third failure fires
+    took = time.monotonic() - started
+    assert took < EVALUATE_TIMEOUT_SECONDS / 2, took
+    fired = [r for r in slack.accepted() if "1 firing" in r.body["text"]]
+    assert fired and fired[0].at - started < 3  # Slack did not wait for PagerDuty
+    assert any("PagerDuty is down" in r.body["text"] for r in slack.accepted())
+    assert outcome["undelivered"] == [f"pagerduty trigger {KEY(endpoints)}"]
+    assert outcome["outages"] == ["pagerduty"] and pagerduty.accepted() == []
 
-    pagerduty.reset()
+    runs.run()  # still down: retried, but the outage is not told twice
+    assert sum("PagerDuty is down" in r.body["text"] for r in slack.accepted()) == 1
+
+    pagerduty.recover()
     outcome = runs.run()
-    assert outcome["delivered"] == [f"pagerduty trigger {alert.dedup_key}"]
-    assert len(events(pagerduty, "trigger")) == 1
+    assert outcome["delivered"] == [f"pagerduty trigger {KEY(endpoints)}"]
+    assert [b["event_action"] for b in (r.body for r in pagerduty.accepted())] == ["trigger"]
+    assert any("PagerDuty recovered" in r.body["text"] for r in slack.accepted())
     runs.run()
-    assert len(events(pagerduty, "trigger")) == 1  # delivered once: no repeat page
+    assert len(pagerduty.accepted()) == 1  # delivered once: no repeat page
+
+
+def test_slack_down_for_an_hour_of_runs_is_one_pagerduty_incident_resolved_when_slack_recovers(
+    health_env, monkeypatch, tmp_path
+):
+    """Before: each run's evaluate task raised, and the failure callback paged a new incident keyed
+    by the run id every five minutes, never resolved. Twelve runs (an hour) with Slack answering
+    500 and a Slack-only (warning) alert firing, each run handled as Airflow does: the task's
+    failure callback when it raises, its success callback otherwise."""
+    endpoints, slack, pagerduty, path = health_env
+    checks = yaml.safe_load(path.read_text())
+    checks["checks"][0].update(severity="warning", failures_before_alert=1)
+    path.write_text(yaml.safe_dump(checks))
+    endpoints.documents["model"] = SICK
+    slack.fail_until(500, seconds=3600)
+    runs = Runs()
+    for _ in range(12):
+        runs.run_as_task()
+    triggers = [b for b in events(pagerduty, "trigger")]
+    assert len({t["dedup_key"] for t in triggers}) <= 1, [t["dedup_key"] for t in triggers]
+    (incident,) = {t["dedup_key"] for t in triggers}
+    assert "Slack alert channel is down" in triggers[0]["payload"]["summary"]
+    assert len(triggers) == 1  # told once, not every run
+
+    slack.recover()
+    runs.run_as_task()
+    assert [b["dedup_key"] for b in events(pagerduty, "resolve")] == [incident]
+    assert any("1 firing" in r.body["text"] for r in slack.accepted())  # the held-back alert went out
 
 
 def test_a_retried_task_does_not_count_the_same_failure_twice(health_env):
@@ -136,7 +209,9 @@ def test_a_retried_task_does_not_count_the_same_failure_twice(health_env):
     assert events(pagerduty) == []
 
 
-def test_slack_messages_stay_within_block_kit_limits(health_env, monkeypatch, tmp_path):
+def test_an_alert_storm_of_oversized_alerts_still_reaches_slack_in_bounded_messages(health_env):
+    """Before: 40 alerts with long details went out as one ~103k-character message, which
+    Slack refuses (the receiver answers 400 like Slack), so nothing got through, run after run."""
     endpoints, slack, _, path = health_env
     many_predicates = [{"path": f"field_{n:03d}_that_is_missing", "op": "eq", "value": n} for n in range(200)]
     checks = [
@@ -152,15 +227,28 @@ def test_slack_messages_stay_within_block_kit_limits(health_env, monkeypatch, tm
     ]
     path.write_text(yaml.safe_dump({"checks": checks}))
     outcome = Runs().run()
-    assert len(outcome["firing"]) == 60
-    bodies = slack.bodies()
-    assert len(bodies) == 2  # 40 + 20 alerts
-    for body in bodies:
-        assert len(body["blocks"]) <= MAX_BLOCKS
-        assert all(
-            len(b["text"]["text"]) <= MAX_SECTION_TEXT for b in body["blocks"] if b["type"] == "section"
-        )
-    assert "… (truncated)" in json.dumps(bodies[0]["blocks"], ensure_ascii=False)
+    assert len(outcome["firing"]) == 60 and outcome["undelivered"] == []
+    bodies = [r.body for r in slack.received]
+    assert [slack_rejection(b) for b in bodies] == [None] * len(bodies)
+    assert 1 < len(bodies) <= MAX_MESSAGES
+    text = json.dumps(bodies, ensure_ascii=False)
+    assert "… (truncated)" in text
+    shown = sum(1 for i in range(60) if f"`c{i:02d}`" in text)
+    assert shown == 60 or f"and {60 - shown} more not shown" in text
+
+
+def test_user_controlled_text_is_escaped_and_pings_nobody(health_env):
+    """Before: a probed body containing <!channel> went into mrkdwn as is: Slack pings the channel."""
+    endpoints, slack, _, path = health_env
+    endpoints.documents["model"] = {"status": "<!channel> <@U123> <https://evil.example|click>"}
+    checks = yaml.safe_load(path.read_text())
+    checks["checks"][0]["failures_before_alert"] = 1
+    path.write_text(yaml.safe_dump(checks))
+    Runs().run()
+    (body,) = slack.bodies()
+    text = json.dumps(body)
+    assert "<!channel>" not in text and "<@U123>" not in text and "<https://evil" not in text
+    assert "&lt;!channel&gt;" in text
 
 
 def test_the_daily_digest_lists_firing_alerts_once_a_day(health_env):

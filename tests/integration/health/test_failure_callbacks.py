@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mlops.callbacks import deadline_alert, failure_callbacks, notify_deadline_missed
+from mlops.callbacks import deadline_alert, failure_callbacks, notify_deadline_missed, success_callbacks
 
 BASE = "https://airflow.example.test"
 RUN_ID = "scheduled__2025-06-01T00:00:00+00:00"
@@ -40,7 +40,7 @@ def test_a_task_failure_reaches_slack_and_pagerduty_with_dag_run_and_log_links(a
 
     (event,) = pagerduty.bodies("/v2/enqueue")
     assert event["event_action"] == "trigger"
-    assert event["dedup_key"] == f"airflow/mlops_training/train_model/{RUN_ID}"
+    assert event["dedup_key"] == "airflow/mlops_training/train_model"  # one incident per DAG and task
     assert event["payload"]["summary"].endswith("RuntimeError: Pod train-abc returned a failure")
     assert {link["text"]: link["href"] for link in event["links"]} == {
         "Task log": f"{RUN_URL}/tasks/train_model?try_number=2",
@@ -51,6 +51,46 @@ def test_a_task_failure_reaches_slack_and_pagerduty_with_dag_run_and_log_links(a
     text = str(message["blocks"])
     assert f"<{RUN_URL}/tasks/train_model?try_number=2|Task log>" in text
     assert f"<{RUN_URL}|{RUN_ID}>" in text and f"<{BASE}/dags/mlops_training|mlops_training>" in text
+
+
+def test_failures_of_many_runs_are_one_incident_resolved_when_the_task_next_succeeds(
+    alert_conns, links_base, s3_conn, s3_bucket, monkeypatch
+):
+    """Before: the dedup key held the run id (a new incident every run) and nothing resolved it."""
+    monkeypatch.setenv("MLOPS_HEALTH_STATE_BUCKET", s3_bucket)
+    slack, pagerduty = alert_conns
+    for n in range(3):
+        context = failure_context()
+        context["ti"].run_id = f"scheduled__2025-06-01T0{n}:00:00+00:00"
+        failure_callbacks()[0](context)
+    triggers = [b for b in pagerduty.bodies("/v2/enqueue") if b["event_action"] == "trigger"]
+    assert len(triggers) == 3 and {t["dedup_key"] for t in triggers} == {"airflow/mlops_training/train_model"}
+
+    ok_context = failure_context()
+    ok_context.pop("exception")
+    other = SimpleNamespace(dag_id="mlops_training", task_id="register_model", run_id=RUN_ID, try_number=1)
+    success_callbacks()[0]({"ti": other, "run_id": RUN_ID})  # another task: its incident is not open
+    assert [b["event_action"] for b in pagerduty.bodies("/v2/enqueue")].count("resolve") == 0
+    success_callbacks()[0](ok_context)
+    success_callbacks()[0](ok_context)  # a second success sends nothing more
+    resolves = [b for b in pagerduty.bodies("/v2/enqueue") if b["event_action"] == "resolve"]
+    assert [r["dedup_key"] for r in resolves] == ["airflow/mlops_training/train_model"]
+    assert "Airflow task recovered: mlops_training.train_model" in slack.bodies()[-1]["text"]
+
+
+def test_a_training_failure_counts_in_the_pushgateway(alert_conns, links_base, pushgateway, monkeypatch):
+    """Before: mlops_training_failures_total was emitted by nothing (the rule and panel read a void)."""
+    from tests.harness.pushgateway import wipe_pushgateway
+
+    wipe_pushgateway(pushgateway)
+    monkeypatch.setenv("MLOPS_PUSHGATEWAY_URL", pushgateway)
+    failure_callbacks()[0](failure_context())
+    failure_callbacks()[0](failure_context())
+    import requests
+
+    text = requests.get(f"{pushgateway}/metrics", timeout=5).text
+    (line,) = [x for x in text.splitlines() if x.startswith("mlops_training_failures_total{")]
+    assert 'dag_id="mlops_training"' in line and line.endswith(" 2")
 
 
 def test_429_and_5xx_answers_are_retried_with_backoff(alert_conns, links_base):

@@ -219,3 +219,75 @@ def test_an_api_error_fails_the_check_and_keeps_its_targets(kube, kube_conn, set
         [CheckSpec("deploys", "kubernetes_deployments", 5, params={"namespace": ns})], settings
     ).results
     assert not result.ok and result.errored and result.target == ns and "503" in result.summary
+
+
+# -- checks that could not work (issue 15, bug 7) ---------------------------------------------------------
+def test_a_fixed_size_hpa_at_its_only_size_is_healthy(kube, kube_conn, settings):
+    """Before: an HPA with minReplicas == maxReplicas is always at its maximum: it failed for ever."""
+    from kubernetes import client, config
+
+    ns = kube_conn
+    api = client.AutoscalingV2Api(config.new_client_from_config(config_file=kube.kubeconfig))
+    kube.create(
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "fixed", "namespace": ns},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "fixed"},
+                "minReplicas": 3,
+                "maxReplicas": 3,
+            },
+        }
+    )
+    api.patch_namespaced_horizontal_pod_autoscaler_status(
+        "fixed", ns, {"status": {"currentReplicas": 3, "desiredReplicas": 3}}
+    )
+    found = results(CheckSpec("hpa", "kubernetes_hpas", 5, params={"namespace": ns}), settings)
+    assert found[f"{ns}/hpa/fixed"].ok and "fixed size" in found[f"{ns}/hpa/fixed"].summary
+
+
+def test_a_gpu_node_whose_device_plugin_died_is_counted_with_zero_gpus(gpu_pool, kube, kube_conn, settings):
+    """Before: a Ready node with 0 allocatable GPUs was dropped from the count without a word."""
+    from kubernetes import client, config
+
+    api = client.CoreV1Api(config.new_client_from_config(config_file=kube.kubeconfig))
+    sick = f"gpu-{gpu_pool}-0"
+    # What the kubelet reports once the device plugin is gone: no allocatable GPUs left.
+    api.patch_node_status(sick, {"status": {"allocatable": {"nvidia.com/gpu": "0"}}})
+    spec = CheckSpec(
+        "gpu",
+        "kubernetes_gpu_nodes",
+        5,
+        params={"label_selector": f"mlops.test/pool={gpu_pool}", "min_ready_nodes": 2, "min_allocatable": 8},
+    )
+    (result,) = run_checks([spec], settings).results
+    assert not result.ok
+    assert result.details["no_allocatable"] == [sick] and result.details["allocatable"] == 4
+    assert f"Ready but 0 allocatable nvidia.com/gpu (device plugin?): {sick}" in result.summary
+
+
+def test_a_missing_permission_is_told_once_and_is_not_the_service_failing(kube, kube_conn, settings):
+    """Before: without the nodes ClusterRole, gpu-nodes errored (and alerted) every five minutes."""
+    from mlops.health.state import AlertState, apply_report
+
+    forbidden = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "message": 'nodes is forbidden: User "system:serviceaccount:airflow:airflow-worker" cannot list '
+        'resource "nodes" in API group "" at the cluster scope',
+        "reason": "Forbidden",
+        "code": 403,
+    }
+    kube.faults.add("GET", "^/api/v1/nodes$", 403, times=None, body=forbidden)
+    spec = CheckSpec("gpu-nodes", "kubernetes_gpu_nodes", 5, failures_before_alert=1, params={})
+    state = AlertState()
+    for n in range(3):
+        report = run_checks([spec], settings)
+        apply_report(state, report, [spec], f"run-{n}")
+    (result,) = report.results
+    assert result.ok and result.errored and "permission missing (403 Forbidden)" in result.summary
+    assert "cannot list resource" in result.summary
+    assert state.alerts == {}  # not an alert: the GPU pool is not known to be failing
+    assert list(state.notices) == ["gpu-nodes"] and state.notices["gpu-nodes"]["told"] is False

@@ -14,7 +14,10 @@ from mlops.settings import get_settings
 
 def test_the_packaged_checks_file_is_valid_and_covers_every_area():
     settings = dataclasses.replace(
-        get_settings(), prometheus_url="http://prometheus:9090", health_model_service="churn"
+        get_settings(),
+        prometheus_url="http://prometheus:9090",
+        health_model_service="churn",
+        health_check_gpu_nodes=True,
     )
     specs = load_checks(settings)
     assert {s.type for s in specs} == set(TYPES)
@@ -99,3 +102,12 @@ def test_a_check_declared_twice_is_rejected():
 
 def test_the_default_file_is_packaged_with_the_library():
     assert DEFAULT_PATH.name == "checks.yaml" and DEFAULT_PATH.is_file()
+
+
+def test_checks_that_need_an_unshipped_permission_are_off_by_default():
+    """Before: gpu-nodes ran in every environment and errored every five minutes without its ClusterRole."""
+    names = {s.name for s in load_checks(get_settings())}
+    assert "gpu-nodes" not in names
+    enabled = dataclasses.replace(get_settings(), health_check_gpu_nodes=True)
+    (gpu,) = [s for s in load_checks(enabled) if s.name == "gpu-nodes"]
+    assert gpu.params["label_selector"] == "mlops.io/pool=gpu"

@@ -14,6 +14,7 @@ from mlops.health.state import (
     AlertState,
     apply_report,
     dedup_key,
+    schedule_repeats,
 )
 
 SPECS = [
@@ -164,3 +165,48 @@ def test_the_state_survives_a_json_round_trip():
         runs.run(("api", "u", False))
     again = AlertState.from_json(runs.state.to_json())
     assert again == runs.state
+
+
+# -- recovery hysteresis, repeats, stale sweeps (issue 15) ---------------------------------------------
+def test_recovery_needs_m_consecutive_passes_and_a_failure_in_between_keeps_it_firing():
+    """Before: one passing sweep resolved a firing alert, so a flapping target paged again and again."""
+    specs = [CheckSpec("api", "http", failures_before_alert=1, passes_before_resolve=3, params={"url": "u"})]
+    state = AlertState()
+    at = [T0 + timedelta(minutes=5 * n) for n in range(10)]
+
+    def run(n: int, ok: bool) -> list[str]:
+        report = SweepReport([CheckResult("api", "u", ok, "x")], ["api"], 0.1, started_at=at[n].isoformat())
+        return [f"{t.kind} {t.key}" for t in apply_report(state, report, specs, f"run-{n}", at[n])]
+
+    assert run(0, False) == ["fired api/u"]
+    assert run(1, True) == [] and run(2, True) == []
+    assert run(3, False) == []  # a failure restarts the count: still the same incident
+    assert run(4, True) == [] and run(5, True) == []
+    assert run(6, True) == ["resolved api/u"]
+
+
+def test_a_sweep_older_than_the_newest_applied_one_changes_no_state():
+    """Before: clearing an old run re-applied its (older) sweep over newer state."""
+    specs = [CheckSpec("api", "http", failures_before_alert=1, params={"url": "u"})]
+    state = AlertState()
+    newer = SweepReport([CheckResult("api", "u", True, "ok")], ["api"], 0.1, started_at="2025-06-01T12:10:00")
+    older = SweepReport(
+        [CheckResult("api", "u", False, "down")], ["api"], 0.1, started_at="2025-06-01T12:05:00"
+    )
+    apply_report(state, newer, specs, "run-new", T0)
+    assert apply_report(state, older, specs, "run-old", T0) == []
+    assert state.alerts == {} and state.last_run_id == "run-new"
+
+
+def test_a_still_firing_alert_is_notified_again_after_the_repeat_interval():
+    """Before: an alert still firing after days was never re-sent (Alertmanager's repeat_interval)."""
+    runs = Runs()
+    for _ in range(3):
+        runs.run(("api", "u", False))
+    alert = runs.state.alerts["api/u"]
+    assert (alert.pagerduty, alert.slack) == (TRIGGERED, TRIGGERED)
+    fired = datetime.fromisoformat(alert.notified_at)
+    assert schedule_repeats(runs.state, fired + timedelta(hours=3), 4 * 3600) == []
+    assert schedule_repeats(runs.state, fired + timedelta(hours=4), 4 * 3600) == ["api/u"]
+    assert (alert.pagerduty, alert.slack) == (TRIGGER_PENDING, TRIGGER_PENDING)
+    assert schedule_repeats(runs.state, fired + timedelta(hours=5), 4 * 3600) == []  # clock restarted

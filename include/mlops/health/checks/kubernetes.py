@@ -173,14 +173,17 @@ def hpas(spec: CheckSpec, ctx: CheckContext) -> list[CheckResult]:
     for h in items:
         current = (h.status.current_replicas or 0) if h.status else 0
         maximum = h.spec.max_replicas
-        ok = current < maximum
+        minimum = h.spec.min_replicas if h.spec.min_replicas is not None else 1
+        fixed = minimum >= maximum  # a fixed-size HPA is always "at its maximum": nothing to scale into
+        ok = fixed or current < maximum
+        note = " (fixed size: min == max)" if fixed else "" if ok else " (at maximum)"
         results.append(
             CheckResult(
                 spec.name,
                 f"{ns}/hpa/{h.metadata.name}",
                 ok,
-                f"hpa {ns}/{h.metadata.name}: {current}/{maximum} replicas" + ("" if ok else " (at maximum)"),
-                details={"current": current, "max": maximum},
+                f"hpa {ns}/{h.metadata.name}: {current}/{maximum} replicas{note}",
+                details={"current": current, "min": minimum, "max": maximum},
             )
         )
     return results
@@ -197,16 +200,19 @@ def gpu_nodes(spec: CheckSpec, ctx: CheckContext) -> list[CheckResult]:
     p = spec.params
     resource = p.get("resource", "nvidia.com/gpu")
     nodes = _list(spec, ctx, "CoreV1Api", "list_node")
-    ready_nodes, allocatable, not_ready = 0, 0, []
+    ready_nodes, allocatable, not_ready, no_gpus = 0, 0, [], []
     for node in nodes:
         gpus = _quantity((node.status.allocatable or {}).get(resource)) if node.status else 0
-        if gpus == 0 and not p.get("label_selector"):
+        capacity = _quantity((node.status.capacity or {}).get(resource)) if node.status else 0
+        if gpus == 0 and capacity == 0 and not p.get("label_selector"):
             continue  # not a GPU node
         ready = any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
         unschedulable = bool(node.spec and node.spec.unschedulable)
         if ready and not unschedulable:
             ready_nodes += 1
             allocatable += gpus
+            if gpus == 0:  # a Ready GPU node offering none: its device plugin is gone or unhealthy
+                no_gpus.append(node.metadata.name)
         else:
             not_ready.append(node.metadata.name)
     min_nodes, min_gpus = p.get("min_ready_nodes", 1), p.get("min_allocatable", 1)
@@ -218,16 +224,17 @@ def gpu_nodes(spec: CheckSpec, ctx: CheckContext) -> list[CheckResult]:
     ok = not problems
     if not_ready:  # reported, but the pool only fails below its minimums
         problems.append(f"not schedulable: {', '.join(sorted(not_ready))}")
+    if no_gpus:
+        problems.append(f"Ready but 0 allocatable {resource} (device plugin?): {', '.join(sorted(no_gpus))}")
     summary = "GPU pool: " + "; ".join(problems or [f"{ready_nodes} nodes, {allocatable} {resource}"])
-    return [
-        CheckResult(
-            spec.name,
-            "gpu-pool",
-            ok,
-            summary,
-            details={"ready_nodes": ready_nodes, "allocatable": allocatable, "not_ready": sorted(not_ready)},
-        )
-    ]
+    details: dict[str, Any] = {
+        "ready_nodes": ready_nodes,
+        "allocatable": allocatable,
+        "not_ready": sorted(not_ready),
+    }
+    if no_gpus:
+        details["no_allocatable"] = sorted(no_gpus)
+    return [CheckResult(spec.name, "gpu-pool", ok, summary, details=details)]
 
 
 RUNNERS = {

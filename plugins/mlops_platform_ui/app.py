@@ -93,8 +93,10 @@ async def _gather(request: Request) -> dict[str, Any]:
     registry_f = read("registry", _registry_overview)
     backups_f = read("backups", backups.backups_state)
     health_f = read("health", health.health_state)
+    started = loop.time()
     try:
         train = fetch.Section(data=await asyncio.wait_for(training.training_state(AirflowApi(request)), 5))
+        train.seconds = loop.time() - started
     except HTTPException as exc:
         train = fetch.Section(error=f"HTTP {exc.status_code}: {exc.detail}")
     except Exception as exc:

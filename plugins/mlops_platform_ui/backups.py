@@ -106,12 +106,12 @@ def _kubernetes_export(s3: Any, bucket: str, now: datetime) -> dict[str, Any] | 
 def backups_state(settings: Any | None = None) -> dict[str, Any]:
     """Per database: the last verified backup, its age, size and dump time, and the retention state;
     plus the last artifact sync and Kubernetes export."""
-    from mlops.backups.s3 import s3_client
     from mlops.backups.tasks import databases
     from mlops.settings import get_settings
+    from mlops_platform_ui import clients
 
     settings = settings or get_settings()
-    s3 = s3_client(settings)
+    s3 = clients.s3(settings)
     now = datetime.now(UTC)
     return {
         "bucket": settings.backup_bucket,

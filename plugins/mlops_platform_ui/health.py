@@ -32,13 +32,18 @@ def _check_row(spec: Any, records: list[Any]) -> dict[str, Any]:
 def health_state(settings: Any | None = None) -> dict[str, Any]:
     """``checks`` (ok / failing since / firing), ``incidents`` (firing, by incident) and ``silences``."""
     from mlops.health.config import load_checks
-    from mlops.health.silences import list_silences
+    from mlops.health.silences import SilenceStore
     from mlops.health.state import S3StateStore
     from mlops.settings import get_settings
+    from mlops_platform_ui import clients
 
     settings = settings or get_settings()
     checks = load_checks(settings)
-    state, _ = S3StateStore.from_settings(settings).load()
+    client = clients.s3(settings)
+    state_store, silence_store = S3StateStore.from_settings(settings), SilenceStore.from_settings(settings)
+    state_store._client = silence_store._client = lambda: client  # the stores' reads, on a kept client
+    state, _ = state_store.load()
+    silences = [s for s in silence_store.load()[0] if s.active()]
     by_check: dict[str, list[Any]] = {}
     for record in state.alerts.values():
         by_check.setdefault(record.check, []).append(record)
@@ -53,7 +58,7 @@ def health_state(settings: Any | None = None) -> dict[str, Any]:
     return {
         "checks": [_check_row(spec, by_check.get(spec.name, [])) for spec in checks],
         "incidents": sorted(incidents.values(), key=lambda i: i["since"] or ""),
-        "silences": [asdict(s) for s in list_silences(settings=settings)],
+        "silences": [asdict(s) for s in silences],
         "last_run_id": state.last_run_id,
         "updated_at": state.updated_at,
     }

@@ -15,10 +15,13 @@ CANDIDATES_SHOWN = 5
 
 
 def registry() -> Any:
-    """The registry in the configured artifacts bucket (the DAGs' own)."""
+    """The registry in the configured artifacts bucket, through the DAGs' ``aws_default`` connection."""
     from mlops.registry import ModelRegistry
+    from mlops.settings import get_settings
+    from mlops_platform_ui import clients
 
-    return ModelRegistry.from_settings()
+    settings = get_settings()
+    return ModelRegistry(clients.s3(settings), settings.artifacts_bucket)
 
 
 def model_names(reg: Any) -> list[str]:
@@ -88,13 +91,13 @@ def _color_row(color: str, deployment: dict | None) -> dict[str, Any]:
 def cluster_state(model: str, reg: Any | None = None) -> dict[str, Any]:
     """Live and idle colors of ``model`` with their versions and replicas, and the reconcile verdict."""
     from mlops.promotion import bluegreen
-    from mlops.promotion.kube import Cluster, RetryPolicy
     from mlops.promotion.manifests import render
     from mlops.promotion.reconcile import reconcile
+    from mlops.settings import get_settings
+    from mlops_platform_ui import clients
 
     reg = reg or registry()
-    cluster = Cluster.from_connection()
-    cluster.retry = RetryPolicy(attempts=1)  # the page shows an error now rather than retrying for seconds
+    cluster = clients.cluster(get_settings())
     service = cluster.read("Service", render.active_service_name(model))
     live = bluegreen.service_color(service)
     colors = {

@@ -1,8 +1,10 @@
 """Backend reads with a deadline and a brief cache, so a slow or absent backend never breaks the page.
 
-A section's reader runs in a worker thread; past its deadline the section shows
-"timed out after N s" and the thread finishes in the background (its result is then cached
-for the next request). A reader's exception becomes that section's error message.
+A section's reader runs in a worker thread. Its answer (data, or the backend's error) is kept for
+``ttl`` seconds. Past that, the page is served from the kept answer at once while one refresh runs
+in the background (stale-while-revalidate, as dashboards do), and the section says how old it is.
+Only a section that has never been read waits, at most ``timeout`` seconds; past it the section
+shows "timed out after N s" and the read finishes in the background for the next request.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="mlops-page")
-_CACHE: dict[str, tuple[float, Any]] = {}
+_CACHE: dict[str, tuple[float, Section]] = {}
+_RUNNING: dict[str, Future] = {}
 _LOCK = threading.Lock()
 
 
@@ -27,9 +30,15 @@ class Section:
     data: Any = None
     error: str | None = None
     seconds: float = 0.0
+    age_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"data": self.data, "error": self.error, "seconds": round(self.seconds, 3)}
+        return {
+            "data": self.data,
+            "error": self.error,
+            "seconds": round(self.seconds, 3),
+            "age_seconds": round(self.age_seconds, 1),
+        }
 
 
 def describe(exc: BaseException) -> str:
@@ -38,35 +47,46 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}"[:500] if message else type(exc).__name__
 
 
-def _store(key: str, value: Any) -> None:
+def _read(key: str, reader: Callable[[], Any]) -> Section:
+    started = time.monotonic()
+    try:
+        section = Section(data=reader())
+    except Exception as exc:
+        section = Section(error=describe(exc))
+    section.seconds = time.monotonic() - started
     with _LOCK:
-        _CACHE[key] = (time.monotonic(), value)
+        _CACHE[key] = (time.monotonic(), section)
+        _RUNNING.pop(key, None)
+    return section
+
+
+def _refresh(key: str, reader: Callable[[], Any]) -> Future:
+    with _LOCK:
+        running = _RUNNING.get(key)
+        if running is None:
+            running = _RUNNING[key] = _POOL.submit(_read, key, reader)
+        return running
 
 
 def cached(key: str, reader: Callable[[], Any], *, ttl: float, timeout: float) -> Section:
-    """``reader()``'s result (at most ``ttl`` s old), or the error that stopped it within ``timeout``."""
-    started = time.monotonic()
+    """``reader()``'s answer, at most ``ttl`` s old, else the last answer while a refresh runs; a
+    section never read waits at most ``timeout`` s."""
+    now = time.monotonic()
     with _LOCK:
         hit = _CACHE.get(key)
-    if hit is not None and started - hit[0] < ttl:
-        return Section(data=hit[1], seconds=0.0)
-
-    def run() -> Any:
-        value = reader()
-        _store(key, value)
-        return value
-
-    future = _POOL.submit(run)
+    if hit is not None:
+        age = now - hit[0]
+        if age >= ttl:
+            _refresh(key, reader)
+        return replace(hit[1], seconds=0.0, age_seconds=age)
     try:
-        return Section(data=future.result(timeout=timeout), seconds=time.monotonic() - started)
+        return _refresh(key, reader).result(timeout=timeout)
     except FutureTimeout:
-        return Section(error=f"timed out after {timeout:g} s", seconds=time.monotonic() - started)
-    except Exception as exc:
-        return Section(error=describe(exc), seconds=time.monotonic() - started)
+        return Section(error=f"timed out after {timeout:g} s", seconds=time.monotonic() - now)
 
 
 def forget(prefix: str = "") -> None:
-    """Drop cached reads whose key starts with ``prefix`` (after an action changed them)."""
+    """Drop kept answers whose key starts with ``prefix`` (after an action changed what they show)."""
     with _LOCK:
         for key in [k for k in _CACHE if k.startswith(prefix)]:
             del _CACHE[key]

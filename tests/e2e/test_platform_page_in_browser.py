@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -38,7 +38,6 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 UI_TIMEOUT_MS = 60_000
 VIEWPORT = {"width": 1400, "height": 2000}
-CACHE_WAIT = 5.5  # the page caches backend reads for 5 s
 
 
 def _shot(page: Page, name: str) -> Path:
@@ -91,6 +90,29 @@ def _open_from_nav(page: Page, standalone) -> FrameLocator:
     frame = page.frame_locator("iframe")
     expect(frame.get_by_role("heading", name="ML platform", exact=True)).to_be_visible()
     return frame
+
+
+def _eventually(page: Page, standalone, check: Callable[[FrameLocator], None], seconds: float = 60) -> None:
+    """Reopen the page until ``check`` passes: the page serves its last reads while it refreshes them."""
+    deadline = time.monotonic() + seconds
+    while True:
+        frame = _open_from_nav(page, standalone)
+        try:
+            check(frame)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
+def _visible(locator):
+    expect(locator).to_be_visible(timeout=3000)
+    return locator
+
+
+def _open_frame(page: Page) -> FrameLocator:
+    return page.frame_locator("iframe")
 
 
 def _model(frame: FrameLocator):
@@ -148,9 +170,14 @@ def test_3_roll_back_from_the_page_and_see_the_previous_version_serve(
     assert _wait_run(api, standalone, "mlops_promotion", run_id, 300) == "success"
 
     assert loop_state.production(LOOP_MODEL)["version"] == before["previous_version"]
-    frame = _open_from_nav(page, standalone)
-    expect(_model(frame).get_by_test_id("production-version")).to_have_text(before["previous_version"])
-    expect(_model(frame).get_by_test_id("live-color")).not_to_have_text(color_before)
+
+    def rolled_back(frame: FrameLocator) -> None:
+        expect(_model(frame).get_by_test_id("production-version")).to_have_text(
+            before["previous_version"], timeout=3000
+        )
+        expect(_model(frame).get_by_test_id("live-color")).not_to_have_text(color_before, timeout=3000)
+
+    _eventually(page, standalone, rolled_back)
     _shot(page, "03-rolled-back")
 
 
@@ -172,15 +199,21 @@ def test_4_promote_a_candidate_from_the_page_and_see_it_serve(page, standalone, 
         {**entry["lineage"], "run_id": "e2e-page"},
         f"s3://mlops-artifacts/{prefix}{new}/",
     )
-    frame = _open_from_nav(page, standalone)
-    time.sleep(CACHE_WAIT)
-    frame = _open_from_nav(page, standalone)
-    _model(frame).get_by_role("button", name=f"Promote {new}").click()
-    run_id = _started_run(frame)
+    button: list = []
+    _eventually(
+        page,
+        standalone,
+        lambda f: button.append(_visible(_model(f).get_by_role("button", name=f"Promote {new}"))),
+    )
+    button[-1].click()
+    run_id = _started_run(_open_frame(page))
     assert _wait_run(api, standalone, "mlops_promotion", run_id, 400) == "success"
 
-    frame = _open_from_nav(page, standalone)
-    expect(_model(frame).get_by_test_id("production-version")).to_have_text(new)
+    _eventually(
+        page,
+        standalone,
+        lambda f: expect(_model(f).get_by_test_id("production-version")).to_have_text(new, timeout=3000),
+    )
     _shot(page, "04-promoted")
 
 

@@ -86,7 +86,8 @@ def page(standalone) -> Iterator[Page]:
 
 def _open_from_nav(page: Page, standalone) -> FrameLocator:
     page.goto(f"{standalone.url}/")
-    page.get_by_role("link", name="ML platform").first.click()
+    nav = page.get_by_role("link", name="ML platform").or_(page.get_by_role("button", name="ML platform"))
+    nav.first.click()
     frame = page.frame_locator("iframe")
     expect(frame.get_by_role("heading", name="ML platform", exact=True)).to_be_visible()
     return frame
@@ -142,14 +143,18 @@ def test_1_the_page_opens_from_the_navigation_and_shows_the_platform_state(
     expect(backups.get_by_role("row").filter(has_text=PLATFORM_DB)).to_contain_text(
         re.compile(r"\d{4}-\d{2}-\d{2}")
     )
-    expect(frame.get_by_test_id("check-model-server-ready")).to_contain_text("ok")
+    expect(frame.get_by_test_id("check-model-server-ready").locator("td").nth(1)).to_have_text("ok")
     for backend in ("registry", "cluster", "backups", "health", "airflow"):
         expect(frame.get_by_test_id(f"error-{backend}")).to_have_count(0)
     _shot(page, "01-overview")
 
 
 def test_2_the_page_itself_loads_in_under_a_second(page, standalone):
-    page.goto(f"{standalone.url}/mlops/ui/")  # warm: the section cache and the backend clients
+    deadline = time.monotonic() + 60  # warm: every section read once (see test_platform_page.py)
+    page.goto(f"{standalone.url}/mlops/ui/")
+    while "timed out after" in page.content() and time.monotonic() < deadline:
+        time.sleep(1)
+        page.goto(f"{standalone.url}/mlops/ui/")
     page.goto(f"{standalone.url}/mlops/ui/")
     expect(page.get_by_role("heading", name="Models")).to_be_visible()
     duration = page.evaluate("performance.getEntriesByType('navigation')[0].duration")
@@ -157,6 +162,7 @@ def test_2_the_page_itself_loads_in_under_a_second(page, standalone):
     assert duration < 1000
 
 
+@pytest.mark.timeout(600)
 def test_3_roll_back_from_the_page_and_see_the_previous_version_serve(
     page, standalone, api, loop_state, kube
 ):
@@ -181,6 +187,7 @@ def test_3_roll_back_from_the_page_and_see_the_previous_version_serve(
     _shot(page, "03-rolled-back")
 
 
+@pytest.mark.timeout(600)
 def test_4_promote_a_candidate_from_the_page_and_see_it_serve(page, standalone, api, loop_state, s3_client):
     current = loop_state.production(LOOP_MODEL)["version"]
     new = f"{current[:40]}-page"

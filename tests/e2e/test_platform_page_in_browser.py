@@ -169,7 +169,7 @@ def test_3_roll_back_from_the_page_and_see_the_previous_version_serve(
     before = loop_state.production(LOOP_MODEL)
     color_before = _serving_color(kube)
     frame = _open_from_nav(page, standalone)
-    page.once("dialog", lambda dialog: dialog.accept("e2e: roll back from the platform page"))
+    _model(frame).get_by_role("textbox", name=f"Reason to roll {LOOP_MODEL} back").fill("e2e: from the page")
     _model(frame).get_by_role("button", name=f"Roll back to {before['previous_version']}").click()
     run_id = _started_run(frame)
     _shot(page, "02-rollback-started")

@@ -27,7 +27,7 @@ def summarize(runs: list[dict[str, Any]], now: datetime | None = None) -> dict[s
     active, gpu_hours, last = [], {}, {}
     for run in runs:
         conf = run.get("conf") or {}
-        model = conf.get("model_name") or "?"
+        model = conf.get("model_name") or "(default params)"
         start, end = _when(run.get("start_date")), _when(run.get("end_date"))
         if run.get("state") in ("running", "queued"):
             active.append(

@@ -76,3 +76,11 @@ def test_the_first_ten_minutes_come_right_after_the_two_commands_and_deployment_
         "Trigger a DAG",
     ]
     assert headings.index("Configuration") < headings.index("Deploy on Kubernetes")
+
+
+def test_the_page_section_shows_a_screenshot_that_exists():
+    section = README.split("## The ML platform page", 1)[1].split("\n## ", 1)[0]
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", section)
+    assert images, "the page section shows no screenshot"
+    for image in images:
+        assert (REPO_ROOT / image).is_file(), image

@@ -17,7 +17,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	@touch $(STAMP)
 
-## run: Airflow standalone + local S3 + local Postgres with the project's DAGs (CLUSTER=simulated for a demo cluster)
+## run: Airflow standalone (metadata DB in the local Postgres) + local S3 with the DAGs and the ML platform page (CLUSTER=simulated: a demo cluster, DAGs unpaused)
 run: $(STAMP)
 	$(PY) -m mlops.dev.run --cluster $(CLUSTER)
 

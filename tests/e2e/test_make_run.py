@@ -111,15 +111,19 @@ def test_simulated_demo_is_labelled_runs_training_and_ctrl_c_leaves_nothing_behi
         assert "SIMULATED Kubernetes cluster" in output
         assert f"Airflow UI: http://localhost:{port}" in output and "login admin / admin" in output
 
+        assert "Airflow metadata DB: postgresql+psycopg2://" in output  # not SQLite: no "database is locked"
+
         token = _api(port, "POST", "/auth/token", {"username": "admin", "password": "admin"})["access_token"]
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                _api(port, "PATCH", "/api/v2/dags/mlops_training", {"is_paused": False}, token)
-                break
-            except urllib.error.HTTPError:
-                assert time.monotonic() < deadline, "the training DAG was never parsed"
-                time.sleep(2)
+        # The launcher unpauses the platform's DAGs itself, and says so.
+        deadline = time.monotonic() + 200
+        while "The platform's DAGs are UNPAUSED" not in log.read_text(errors="replace"):
+            assert launcher.poll() is None, log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "the launcher never unpaused the DAGs"
+            time.sleep(1)
+        for dag_id in ("mlops_training", "mlops_promotion", "mlops_backups", "mlops_health"):
+            assert _api(port, "GET", f"/api/v2/dags/{dag_id}", token=token)["is_paused"] is False, dag_id
+        plugins = _api(port, "GET", "/api/v2/plugins", token=token)["plugins"]
+        assert "mlops_platform" in [p["name"] for p in plugins]
         run = _api(
             port,
             "POST",

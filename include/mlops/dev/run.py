@@ -3,13 +3,17 @@
 Starts, on this machine only:
 - a local S3 server (moto) with the project's buckets;
 - a local PostgreSQL cluster as the backup source, when the PostgreSQL binaries exist;
-- `airflow standalone` (SQLite metadata DB, LocalExecutor, examples off, fixed admin login),
-  with the dev connections from ``connections.json`` passed as ``AIRFLOW_CONN_*``.
+- `airflow standalone` (LocalExecutor, examples off, fixed admin login, the ML platform page from
+  ``plugins/``), with the dev connections from ``connections.json`` passed as ``AIRFLOW_CONN_*``.
+  Its metadata database is a database ``airflow`` in that local PostgreSQL (SQLite only when the
+  PostgreSQL binaries are missing: with SQLite a trigger during running tasks can fail with
+  HTTP 500 "database is locked").
 
 Kubernetes: the current kubeconfig context is used when it answers. Otherwise the
 training and promotion tasks fail until one does (the README explains kind). With
 ``--cluster simulated`` (``make run CLUSTER=simulated``) the test harness's simulated
-Kubernetes API is started instead, and everything is labelled SIMULATED.
+Kubernetes API is started instead, everything is labelled SIMULATED, and the platform's DAGs are
+unpaused so that a triggered run starts at once.
 
 Ctrl-C stops everything: standalone gets SIGINT (its own clean shutdown), then its
 whole process group is terminated, so no scheduler, API server or worker is orphaned.
@@ -137,6 +141,71 @@ def configure_kubernetes(
     )
 
 
+PLATFORM_DAGS = tuple(sorted(p.stem for p in (REPO_ROOT / "dags").glob("mlops_*.py")))
+
+
+def metadata_db_url(pg: Any, airflow_home: Path) -> str:
+    """Airflow's metadata DB: the database ``airflow`` of the local PostgreSQL, or SQLite without one."""
+    if pg is None:
+        return f"sqlite:///{airflow_home}/airflow.db"
+    import psycopg
+
+    try:
+        pg.execute('CREATE DATABASE "airflow"')
+    except psycopg.errors.DuplicateDatabase:
+        pass  # a previous `make run`: keep its runs and history
+    return f"postgresql+psycopg2://{pg.user}@{pg.host}:{pg.port}/airflow"
+
+
+def next_steps(simulated: bool, port: int) -> list[str]:
+    """What the user should do first, printed once the UI answers."""
+    ui = f"http://localhost:{port}"
+    if simulated:
+        return [
+            f"The platform's DAGs are UNPAUSED ({', '.join(PLATFORM_DAGS)}): a triggered run starts at once.",
+            f"First ten minutes: trigger mlops_training with compute_profile=cpu ({ui}/dags/mlops_training), "
+            f"watch mlops_promotion switch traffic ({ui}/dags/mlops_promotion), then open ML platform "
+            f"in the navigation ({ui}/mlops/ui/).",
+        ]
+    return [
+        "DAGs start PAUSED: a triggered run waits, queued, until its DAG is unpaused (tick 'Unpause on "
+        "trigger' in the form, or the toggle on the DAG's page).",
+        "Training and promotion need a Kubernetes cluster (see the README's 'Kubernetes on a laptop'); "
+        "`make run CLUSTER=simulated` shows the whole platform working without one.",
+        f"The ML platform page: {ui}/mlops/ui/ (ML platform in the navigation).",
+    ]
+
+
+def _rest(port: int, method: str, path: str, body: dict | None = None, token: str | None = None) -> dict:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(  # noqa: S310 - loopback URL
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers=headers,
+        method=method,
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - loopback URL
+        return json.loads(resp.read() or b"{}")
+
+
+def unpause(port: int, dag_ids: tuple[str, ...], timeout: float = 180) -> list[str]:
+    """Unpause ``dag_ids`` by REST once the dag-processor has parsed each; returns those unpaused."""
+    token = _rest(port, "POST", "/auth/token", {"username": ADMIN_USER, "password": ADMIN_PASSWORD})[
+        "access_token"
+    ]
+    left, deadline = list(dag_ids), time.monotonic() + timeout
+    while left and time.monotonic() < deadline:
+        for dag_id in list(left):
+            try:
+                _rest(port, "PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False}, token)
+                left.remove(dag_id)
+            except OSError:  # 404 until parsed
+                pass
+        if left:
+            time.sleep(2)
+    return [d for d in dag_ids if d not in left]
+
+
 def _wait_http(url: str, timeout: float) -> float | None:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
@@ -226,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     for message in messages:
         _log(message)
 
+    metadata_db = metadata_db_url(pg, airflow_home)
+    _log(f"Airflow metadata DB: {metadata_db}")
     passwords = airflow_home / "simple_auth_manager_passwords.json"
     passwords.write_text(json.dumps({ADMIN_USER: ADMIN_PASSWORD}))
     venv_bin = Path(sys.executable).parent
@@ -235,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",  # standalone starts `airflow` by name
         "AIRFLOW_HOME": str(airflow_home),
         # The embedded default, whatever the shell says: never migrate or use another metadata DB.
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home}/airflow.db",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_db,
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -278,6 +349,11 @@ def main(argv: list[str] | None = None) -> int:
             total = time.monotonic() - started
             _log(f"Airflow UI: http://localhost:{args.port}  (login {ADMIN_USER} / {ADMIN_PASSWORD})")
             _log(f"UI answered {total:.1f} s after `make run` started the stack. Ctrl-C stops everything.")
+            if sim is not None:
+                unpaused = unpause(args.port, PLATFORM_DAGS)
+                _log(f"unpaused {', '.join(unpaused) or 'nothing'} (simulated cluster: runs start at once)")
+            for line in next_steps(sim is not None, args.port):
+                _log(line)
             if sim is not None:
                 _log("Reminder: Kubernetes is SIMULATED in this session.")
         proc.wait()

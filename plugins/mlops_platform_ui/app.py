@@ -24,15 +24,13 @@ from mlops_platform_ui.airflow_api import AirflowApi
 
 PROMOTION_DAG = "mlops_promotion"
 HEALTH_DAG = "mlops_health"
-# The ONE place that decides how a rollback is started. The emergency rollback DAG (`mlops_rollback`,
-# conf {"model", "reason"}) is not on main yet; until it is, a rollback is a promotion run with
-# rollback=true. To switch: ROLLBACK_DAG = "mlops_rollback" and return {"model": model, "reason": reason}.
-ROLLBACK_DAG = PROMOTION_DAG
+# A rollback is the emergency rollback DAG: it never queues behind a promotion (it pre-empts its lease).
+ROLLBACK_DAG = "mlops_rollback"
 
 
 def rollback_conf(model: str, reason: str) -> dict[str, Any]:
-    """The ``conf`` that asks ``ROLLBACK_DAG`` to roll ``model`` back."""
-    return {"model": model, "rollback": True}
+    """The ``conf`` that asks ``ROLLBACK_DAG`` to roll ``model`` back (the reason goes with its alerts)."""
+    return {"model": model, "reason": reason}
 
 
 CACHE_SECONDS = 5.0

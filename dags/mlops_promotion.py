@@ -72,7 +72,7 @@ from airflow.sdk import dag, get_current_context, task
 
 from mlops import tags
 from mlops.assets import MODEL_CANDIDATES
-from mlops.callbacks import failure_callbacks
+from mlops.callbacks import failure_callbacks, success_callbacks
 from mlops.promotion import tasks as steps
 from mlops.promotion.operators import DeferredDelay, PromotionApproval
 from mlops.promotion.params import promotion_params
@@ -95,6 +95,7 @@ REQUEST = "ti.xcom_pull(task_ids='resolve_request')"
         "retries": 1,
         "retry_delay": timedelta(seconds=20),
         "on_failure_callback": failure_callbacks(),
+        "on_success_callback": success_callbacks(),  # resolves a task's failure incident
     },
 )
 def mlops_promotion():

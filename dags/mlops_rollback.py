@@ -45,7 +45,7 @@ import pendulum
 from airflow.sdk import dag, get_current_context, task
 
 from mlops import tags
-from mlops.callbacks import failure_callbacks
+from mlops.callbacks import failure_callbacks, success_callbacks
 from mlops.promotion import tasks as steps
 from mlops.promotion.params import rollback_params
 
@@ -66,6 +66,7 @@ final = steps.final_verdicts
         "retries": 1,
         "retry_delay": timedelta(seconds=5),
         "on_failure_callback": failure_callbacks(),
+        "on_success_callback": success_callbacks(),  # resolves a task's failure incident
     },
 )
 def mlops_rollback():

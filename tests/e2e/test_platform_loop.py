@@ -191,7 +191,8 @@ def test_2_a_rest_triggered_training_run_creates_the_pod_the_conf_describes(api,
         "compute_profile": "gpu-small",
         "gpus": 2,
         "image": TRAINER_IMAGE,
-        "extra_args": ["--seed=7"],
+        "seed": 7,
+        "promote": True,  # a REST-triggered run is promoted only when it asks
     }
     started = time.monotonic()
     run_id = _trigger(api, "mlops_training", conf)
@@ -212,7 +213,8 @@ def test_2_a_rest_triggered_training_run_creates_the_pod_the_conf_describes(api,
     assert env["MODEL_NAME"] == LOOP_MODEL
     assert env["ARTIFACT_URI"].startswith(f"s3://mlops-artifacts/models/{LOOP_MODEL}/versions/")
     assert container["args"][:6] == ["--epochs", "4", "--learning-rate", "0.01", "--batch-size", "32"]
-    assert "--seed=7" in container["args"]
+    args = container["args"]
+    assert args[args.index("--seed") + 1] == "7"
     assert (
         container["resources"]["requests"]["nvidia.com/gpu"]
         == container["resources"]["limits"]["nvidia.com/gpu"]

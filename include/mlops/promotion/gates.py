@@ -40,6 +40,7 @@ class Check:
     name: str
     ok: bool
     detail: str
+    value: float | None = None  # the measured figure, where there is one (smoke: the served accuracy)
 
 
 class GateFailed(RuntimeError):
@@ -266,6 +267,7 @@ def smoke_check(served: Sequence[int], labels: Sequence[int], min_accuracy: floa
         ok,
         f"{len(labels)} held-out samples, served accuracy {accuracy:.3f} "
         f"({'>=' if ok else '<'} {min_accuracy:.3f})",
+        accuracy,
     )
 
 
@@ -300,6 +302,7 @@ def prediction_checks(
                 "smoke",
                 smoke.ok,
                 smoke.detail + "; samples.json has no trainer predictions: parity not checked",
+                smoke.value,
             )
         ]
     return [smoke, parity_check(served, samples.predicted)]

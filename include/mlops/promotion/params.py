@@ -82,6 +82,13 @@ def resolve_request(
         raise ValueError("rollback: use the mlops_rollback DAG (it does not queue behind promotions)")
     model, version = params.get("model"), params.get("version")
     event_extra = candidate_from_events(triggering_events)
+    if not model and not event_extra and _has_events(triggering_events):
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(
+            "every triggering candidate was registered with promote=false (a manual or API training run "
+            "that did not ask to be promoted); promote one by hand with the model and version params"
+        )
     if not model and event_extra:
         model, version = event_extra.get("model"), version or event_extra.get("version")
     if not model:
@@ -111,13 +118,22 @@ def resolve_request(
     return request
 
 
+def _has_events(triggering_events: Any) -> bool:
+    return any(group for group in (triggering_events or {}).values())
+
+
 def _candidates_by_model(triggering_events: Any) -> dict[str, dict[str, Any]]:
-    """The newest candidate per model among the triggering asset events, newest model last."""
+    """The newest candidate per model among the triggering asset events, newest model last.
+
+    Candidates whose training run was registered with ``promote=false`` (a manual or API run that
+    did not ask for it; see the training form) are left out: they are promoted only by hand."""
     newest: dict[str, dict[str, Any]] = {}
     events = [e for group in (triggering_events or {}).values() for e in group]
     events.sort(key=lambda e: str(getattr(e, "timestamp", "") or ""))
     for event in events:
         extra = getattr(event, "extra", None) or {}
+        if extra.get("promote") is False:  # the training run did not ask to be promoted
+            continue
         if extra.get("model"):
             newest.pop(extra["model"], None)  # re-insert: dict order follows the newest event
             newest[extra["model"]] = dict(extra)

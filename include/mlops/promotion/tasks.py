@@ -299,10 +299,35 @@ def approval_branch(request: dict[str, Any]) -> list[str]:
     return ["approve_promotion", "switch_traffic"]
 
 
+# Slack for the switch and the post-promotion window, plus a margin: the silence ends at clean_up anyway.
+SWITCH_SILENCE_MARGIN_SECONDS = 600
+
+
+def silence_during_switch(request: dict[str, Any]) -> str | None:
+    """Silence the model's health checks for the switch and its analysis window (Alertmanager-style
+    maintenance); ``clean_up`` ends it. A silence that cannot be stored never blocks the switch."""
+    from mlops.health.silences import silence
+
+    if request["dry_run"]:
+        return None
+    try:
+        return silence(
+            request["model"],
+            request["analysis_duration_seconds"] + SWITCH_SILENCE_MARGIN_SECONDS,
+            "mlops_promotion",
+            f"blue-green switch of {request['model']} to {request['version']} ({request['holder']})",
+        )
+    except Exception:  # the health checks then alert as usual; the promotion goes on
+        log.warning("could not silence %s's checks during the switch", request["model"], exc_info=True)
+        return None
+
+
 def switch_traffic(request: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
-    """One patch of the active Service's selector, guarded by resourceVersion and the lease."""
+    """One patch of the active Service's selector, guarded by resourceVersion and the lease; the
+    model's health checks are silenced for the switch (``silence_id`` in the result)."""
     renew(request)
-    return bluegreen.switch_traffic(
+    silence_id = silence_during_switch(request)
+    result = bluegreen.switch_traffic(
         cluster(),
         request["model"],
         state["candidate_color"],
@@ -311,6 +336,23 @@ def switch_traffic(request: dict[str, Any], state: dict[str, Any]) -> dict[str, 
         request["holder"],
         request["dry_run"],
     )
+    return {**result, "silence_id": silence_id}
+
+
+def publish_served_accuracy(request: dict[str, Any], report: gates.AnalysisReport) -> None:
+    """The accuracy the post-promotion gate measured on the serving version, for the accuracy alert
+    and the dashboard (``mlops_model_accuracy``); a Pushgateway outage is logged, never fatal."""
+    from mlops.health.publish import publish_model_accuracy
+
+    smoke = [c for c in report.checks if c.name == "smoke" and c.value is not None]
+    if not smoke:
+        return
+    try:
+        publish_model_accuracy(request["model"], request["version"], smoke[-1].value, source="promotion-gate")
+    except Exception:
+        log.warning(
+            "could not publish the accuracy of %s %s", request["model"], request["version"], exc_info=True
+        )
 
 
 def run_post_promotion_analysis(request: dict[str, Any]) -> dict[str, Any]:
@@ -328,7 +370,9 @@ def run_post_promotion_analysis(request: dict[str, Any]) -> dict[str, Any]:
         interval_seconds=min(5.0, max(0.5, request["analysis_duration_seconds"] / 10)),
         prometheus=prometheus_gate(),
     )
-    return report.raise_if_failed().as_dict()
+    report.raise_if_failed()
+    publish_served_accuracy(request, report)
+    return report.as_dict()
 
 
 def move_registry_pointer(request: dict[str, Any]) -> dict[str, Any] | None:
@@ -351,6 +395,19 @@ def scale_down_previous_color(request: dict[str, Any], state: dict[str, Any]) ->
     )
 
 
+def end_switch_silence(ti: Any) -> None:
+    """End the silence that ``switch_traffic`` created, if any (it would expire by itself later)."""
+    from mlops.health.silences import expire
+
+    silence_id = (ti.xcom_pull(task_ids="switch_traffic") or {}).get("silence_id")
+    if not silence_id:
+        return
+    try:
+        expire(silence_id)
+    except Exception:
+        log.warning("could not end silence %s; it expires by itself", silence_id, exc_info=True)
+
+
 def clean_up(ti: Any) -> str:
     """The promotion's teardown: whatever happened (success, failure, Reject, timeout, a task marked
     failed), leave the model consistent and release the lease; a run that lost the lease (pre-empted
@@ -360,6 +417,7 @@ def clean_up(ti: Any) -> str:
     request = ti.xcom_pull(task_ids="resolve_request")
     if not request or request["dry_run"]:
         return "nothing to clean up"
+    end_switch_silence(ti)
     if not ti.xcom_pull(task_ids="take_lease"):
         return "the lease was never taken: nothing to clean up"
     kube = cluster()

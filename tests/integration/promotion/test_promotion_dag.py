@@ -146,6 +146,38 @@ def test_the_dag_promotes_green_announces_it_and_the_rollback_dag_rolls_it_back(
     assert change["payload"]["custom_details"]["reason"] == "INC-7: accuracy drop"
 
 
+def test_a_promotion_silences_the_models_checks_during_the_switch_and_publishes_its_accuracy(
+    promotion_dag, env, pushgateway, monkeypatch
+):
+    import httpx
+
+    from mlops.health.silences import list_silences
+    from tests.harness.pushgateway import wipe_pushgateway
+
+    wipe_pushgateway(pushgateway)
+    monkeypatch.setenv("MLOPS_PUSHGATEWAY_URL", pushgateway)
+    env.register("v1")
+    env.register("v2")
+    env.promote("v1")
+    dr, states = run(promotion_dag, version="v2")
+    assert dr.state == "success", states
+
+    # The switch silenced the model's health checks; the teardown ended the silence.
+    silences = [s for s in list_silences(include_expired=True) if s.matcher == MODEL]
+    assert len(silences) == 1, silences
+    assert silences[0].author == "mlops_promotion" and "v2" in silences[0].comment
+    assert not silences[0].active(), "the silence must end with the switch, not outlive it"
+    switched = dr.get_task_instance("switch_traffic").xcom_pull(task_ids="switch_traffic")
+    assert switched["silence_id"] == silences[0].id
+
+    # The served version's accuracy, as the post-promotion gate measured it, is on the Pushgateway.
+    metrics = httpx.get(f"{pushgateway}/metrics").text
+    lines = [line for line in metrics.splitlines() if line.startswith("mlops_model_accuracy{")]
+    assert any(f'model="{MODEL}"' in line and 'version="v2"' in line for line in lines), lines
+    value = float(next(line for line in lines if 'version="v2"' in line).rsplit(" ", 1)[1])
+    assert 0.85 <= value <= 1.0
+
+
 def test_a_failing_gate_fails_the_run_after_clean_up_leaves_blue_serving(promotion_dag, env):
     env.register("v1")
     env.register("v2", quality="bad")

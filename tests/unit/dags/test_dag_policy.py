@@ -73,6 +73,16 @@ def test_every_task_alerts_on_failure(parsed):
             assert any(isinstance(c, TaskFailureAlert) for c in callbacks), f"{dag.dag_id}.{task.task_id}"
 
 
+def test_every_task_resolves_its_failure_incident_when_it_succeeds_again(parsed):
+    from mlops.callbacks import TaskRecoveryResolve
+
+    for dag in _dags(parsed):
+        for task in dag.tasks:
+            callbacks = task.on_success_callback or []
+            callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+            assert any(isinstance(c, TaskRecoveryResolve) for c in callbacks), f"{dag.dag_id}.{task.task_id}"
+
+
 @pytest.mark.parametrize("capability", sorted(SERIAL_CAPABILITIES))
 def test_runs_that_mutate_shared_state_never_overlap(parsed, capability):
     dags = [d for d in _dags(parsed) if capability in d.tags]

@@ -207,6 +207,34 @@ def test_candidates_of_other_models_in_the_same_batch_get_runs_of_their_own():
     assert other_candidates(None) == []
 
 
+def test_a_candidate_registered_with_promote_false_is_never_promoted_by_its_asset_event():
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from mlops.promotion.params import resolve_request
+
+    def event(model: str, version: str, at: str, promote: bool | None) -> SimpleNamespace:
+        extra = {"model": model, "version": version}
+        if promote is not None:
+            extra["promote"] = promote
+        return SimpleNamespace(extra=extra, timestamp=at)
+
+    events = {
+        "model_candidates": [
+            event("digits", "v1", "2026-11-27T10:00:01", True),
+            event("digits", "v2", "2026-11-27T10:00:02", False),  # a manual run: not asked to promote
+            event("fraud", "v3", "2026-11-27T10:00:03", False),
+        ]
+    }
+    # The newest candidate that asked to be promoted; fraud's only candidate did not.
+    assert candidate_from_events(events)["version"] == "v1"
+    assert other_candidates(events) == []
+    # Candidates from before the field existed still promote.
+    assert candidate_from_events({"c": [event("churn", "v9", "t", None)]})["version"] == "v9"
+    only_manual = {"model_candidates": [event("digits", "v2", "2026-11-27T10:00:02", False)]}
+    with pytest.raises(AirflowSkipException, match="promote=false"):
+        resolve_request({}, only_manual, "mlops_promotion", "asset_triggered__x")
+
+
 def test_the_trigger_form_offers_every_documented_option():
     params = promotion_params()
     assert set(params) == {

@@ -130,7 +130,7 @@ def test_simulated_demo_is_labelled_runs_training_and_ctrl_c_leaves_nothing_behi
             "/api/v2/dags/mlops_training/dagRuns",
             {
                 "logical_date": None,
-                "conf": {"model_name": "digits-demo", "epochs": 2, "compute_profile": "cpu"},
+                "conf": {"model_name": "digits-demo", "epochs": 2, "compute_profile": "cpu", "promote": True},
             },
             token,
         )
@@ -142,6 +142,28 @@ def test_simulated_demo_is_labelled_runs_training_and_ctrl_c_leaves_nothing_behi
                 port, "GET", f"/api/v2/dags/mlops_training/dagRuns/{run['dag_run_id']}", token=token
             )["state"]
         assert state == "success", log.read_text(errors="replace")[-3000:]
+
+        # The first ten minutes: the candidate's asset event starts a promotion that switches traffic,
+        # and the platform page shows the model in production on its live color.
+        deadline = time.monotonic() + 300
+        promotions: list[dict] = []
+        while time.monotonic() < deadline:
+            promotions = _api(port, "GET", "/api/v2/dags/mlops_promotion/dagRuns", token=token)["dag_runs"]
+            if any(r["state"] in ("success", "failed") for r in promotions):
+                break
+            time.sleep(3)
+        assert [r["state"] for r in promotions] == ["success"], log.read_text(errors="replace")[-3000:]
+        page = urllib.request.Request(
+            f"http://127.0.0.1:{port}/mlops/ui/", headers={"Authorization": f"Bearer {token}"}
+        )
+        html = ""
+        deadline = time.monotonic() + 60
+        while 'data-testid="live-color"' not in html and time.monotonic() < deadline:
+            with urllib.request.urlopen(page, timeout=30) as reply:  # the page caches its reads briefly
+                html = reply.read().decode()
+            time.sleep(2)
+        assert "digits-demo" in html and 'data-testid="live-color">blue<' in html, html[:3000]
+        assert "Cluster and registry agree." in html
     finally:
         if launcher.poll() is None:
             launcher.send_signal(signal.SIGINT)  # what Ctrl-C sends to the launcher

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mlops.health import state as state_module
 from mlops.health.state import S3StateStore, StateConflictError, apply_report
 from tests.unit.health.test_state import SPECS, T0, sweep
 
@@ -49,3 +50,16 @@ def test_a_writer_holding_an_old_etag_is_refused_and_its_retry_keeps_both_runs(s
     stored, _ = first.load()
     assert stored.alerts["api/u"].consecutive_failures == 2, "one run's failure was lost"
     assert stored.last_run_id == "run-b"
+
+
+def test_the_state_is_stored_as_json_through_one_client_per_connection(stores, s3_client, s3_bucket):
+    first, _ = stores
+    state, etag = first.load()
+    first.save(state, etag)
+    assert s3_client.head_object(Bucket=s3_bucket, Key=KEY)["ContentType"] == "application/json"
+    client = state_module.s3_client("aws_default")
+    assert state_module.s3_client("aws_default") is client  # built once: botocore's models cost CPU
+    config = client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (10, 30)
+    assert config.retries == {"total_max_attempts": 6, "mode": "standard"}  # botocore: 5 retries + the call
+    assert state_module.s3_client("aws_default", connect_timeout=2) is not client

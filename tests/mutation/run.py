@@ -84,6 +84,10 @@ def run_module(name: str, target: dict, max_children: int, equivalent: set[str])
     chosen = selection(target)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     # The mutated copy must be what `import mlops` finds: mutmut puts mutants/src first on sys.path.
+    # mutmut runs several pytest sessions in one process (and forks each mutant from it): the test
+    # session dir that tests/conftest.py makes at import must outlive a session. It lives in work/tmp.
+    (work / "tmp").mkdir()
+    env.update(MLOPS_KEEP_TEST_DIR="1", TMPDIR=str(work / "tmp"))
     mutmut = Path(sys.executable).parent / "mutmut"
     started = time.monotonic()
     with open(work / "mutmut.log", "w") as log:

@@ -98,7 +98,7 @@ def test_a_preempted_run_can_neither_take_back_nor_use_the_lease(kube, cluster):
 
 
 def test_require_lease_names_who_holds_it_or_that_nobody_does(kube, cluster):
-    with pytest.raises(LeaseLost, match="the lease was released or never taken"):
+    with pytest.raises(LeaseLost, match=r"\(the lease was released or never taken\); leaving"):
         leases.require_lease(cluster, MODEL, "run-a")
     leases.acquire_lease(cluster, MODEL, "run-b", 600)
     with pytest.raises(
@@ -131,7 +131,9 @@ def test_a_lease_expiring_exactly_now_is_no_longer_live():
     assert not leases.is_live({"spec": spec}, at("2026-01-01T00:01:00"))
 
 
-@pytest.mark.parametrize("raw", ["not json", json.dumps({"holder": "a"}), json.dumps(["x", 1])])
+@pytest.mark.parametrize(
+    "raw", ["not json", json.dumps({"holder": "a"}), json.dumps(["x", 1]), json.dumps(5)]
+)
 def test_unreadable_preemption_records_are_ignored(raw):
     assert leases.preempted_records({"metadata": {"annotations": {leases.PREEMPTED: raw}}}) == []
 

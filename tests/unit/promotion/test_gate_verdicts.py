@@ -184,3 +184,17 @@ def test_a_server_answer_that_is_not_json_is_kept_as_text():
     assert gates._parse(b"plain \xff") == "plain \ufffd"
     assert gates._parse("[1]") == [1]
     assert gates._parse(None) is None
+
+
+def test_a_partial_answer_is_never_judged_as_if_complete():
+    """Served and expected lists of different lengths are an error, not a score over the overlap."""
+    with pytest.raises(ValueError, match="zip"):
+        gates.smoke_check([1, 2], [1, 2, 3], 0.5)
+    with pytest.raises(ValueError, match="zip"):
+        gates.parity_check([1, 2, 3], [1, 2])
+
+
+def test_a_candidate_exactly_the_tolerance_below_production_passes():
+    limits = Gates(min_accuracy=0.25, accuracy_tolerance=0.25)
+    assert gates.quality_gate(0.5, 0.75, limits).ok  # 0.75 - 0.25 == 0.5 exactly in binary
+    assert not gates.quality_gate(0.4375, 0.75, limits).ok

@@ -52,13 +52,15 @@ def test_an_unknown_severity_is_refused_before_anything_is_sent(router, alert_co
     assert alert_conns[1].received == []
 
 
-def test_a_channel_answering_500_is_reported_undelivered_not_raised(router, alert_conns):
+def test_a_channel_answering_500_is_reported_undelivered_not_raised(router, alert_conns, caplog):
     slack, pagerduty = alert_conns
     slack.fail_next(500, times=10)
     pagerduty.fail_next(500, times=10)
     assert router.slack("title", ["section"]) is False
     assert router.pagerduty(action="trigger", dedup_key="k", summary="s") is False
-    assert router.pagerduty_change("deployed v2") is False
+    with caplog.at_level("ERROR"):
+        assert router.pagerduty_change("deployed v2") is False
+    assert "PagerDuty change event could not be delivered: deployed v2" in caplog.text
 
 
 def test_slack_gets_the_title_and_sections_and_a_change_event_reaches_pagerduty(router, alert_conns):
@@ -68,6 +70,9 @@ def test_slack_gets_the_title_and_sections_and_a_change_event_reaches_pagerduty(
     assert router.pagerduty_change("deployed v2", custom_details={"v": 2}) is True
     change = pagerduty.bodies()[-1]
     assert change["payload"]["summary"] == "deployed v2" and change["payload"]["source"] == "airflow"
+    assert change["payload"]["custom_details"] == {"v": 2}
+    assert router.pagerduty_change("deployed v3", source="mlops_promotion") is True
+    assert pagerduty.bodies()[-1]["payload"]["source"] == "mlops_promotion"
 
 
 def test_without_connections_every_channel_logs_and_reports_not_delivered(caplog):
@@ -84,6 +89,7 @@ def test_without_connections_every_channel_logs_and_reports_not_delivered(caplog
         assert router.pagerduty_change("deployed") is False
     assert "[alert:slack:not-configured] t | s1 | s2" in caplog.text
     assert "[alert:pagerduty:not-configured] trigger error k: down" in caplog.text
+    assert "[alert:pagerduty-change:not-configured] deployed" in caplog.text
 
 
 def test_channels_are_delivered_independently_and_a_failure_is_its_result():

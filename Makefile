@@ -55,7 +55,7 @@ format: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-## mutate: mutation testing of the decision modules (not part of `make test`; ~15-30 min on 2 cores)
+## mutate: mutation testing of the decision modules (not part of `make test`; ~25 min on 2 cores)
 MUTATE_ARGS ?=
 mutate: $(STAMP)
 	$(PY) tests/mutation/run.py $(MUTATE_ARGS)

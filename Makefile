@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 CLUSTER ?= auto
 
-.PHONY: run test lint format unit e2e bench mlserver-venv wrk system-deps lock clean
+.PHONY: run test lint format unit e2e bench mutate mlserver-venv wrk system-deps lock clean
 
 # The venv is (re)built whenever a pin file changes.
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
@@ -54,6 +54,11 @@ format: $(STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+## mutate: mutation testing of the decision modules (not part of `make test`; ~25 min on 2 cores)
+MUTATE_ARGS ?=
+mutate: $(STAMP)
+	$(PY) tests/mutation/run.py $(MUTATE_ARGS)
 
 ## bench: performance benchmarks (not part of `make test`); they print ratios against their baselines
 bench: $(STAMP) $(MLSERVER_STAMP) wrk

@@ -99,7 +99,7 @@ class ConcurrentUpdateError(RegistryError):
 
 def validate_name(value: str, field: str = "model") -> str:
     """Return ``value`` if it is a safe model name or version id; else ``ValueError`` naming ``field``."""
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):  # `$` alone lets "v1\n" through
         raise ValueError(
             f"{field}: {value!r} must be 1-63 lowercase letters, digits, '.', '_' or '-', "
             "starting and ending with a letter or digit"

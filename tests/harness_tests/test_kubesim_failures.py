@@ -208,8 +208,8 @@ def test_a_pod_asking_for_gpus_no_node_has_is_unschedulable_until_a_gpu_node_joi
         eventually(lambda: scheduled().get("status") == "False")
         assert scheduled()["reason"] == "Unschedulable"
         assert scheduled()["message"] == "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
-        timer = private.add_node_after(1.0, "gpu-1", allocatable={"nvidia.com/gpu": "2"})
-        time.sleep(0.5)
+        # The GPU node joins 2 s from now: the pod is still waiting when read at once (no sleep to hope on).
+        timer = private.add_node_after(2.0, "gpu-1", allocatable={"nvidia.com/gpu": "2"})
         assert private.get("Pod", "ml", "p")["status"]["phase"] == "Pending"  # still waiting
         eventually(lambda: private.get("Pod", "ml", "p")["status"]["phase"] == "Succeeded", timeout=10)
         assert private.get("Pod", "ml", "p")["spec"]["nodeName"] == "gpu-1"

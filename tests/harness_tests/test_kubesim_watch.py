@@ -49,7 +49,7 @@ def test_timeout_seconds_ends_the_stream(sim, ns):
     assert body == b"" and 0.9 < time.monotonic() - started < 3
 
 
-def test_watch_delivers_live_events_as_json_lines(sim, core, ns):
+def test_watch_delivers_live_events_as_json_lines(sim, core, ns, eventually):
     rv = core.list_namespaced_config_map(ns).metadata.resource_version
     url = f"{sim.url}/api/v1/namespaces/{ns}/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=2"
     lines: list[bytes] = []
@@ -60,7 +60,12 @@ def test_watch_delivers_live_events_as_json_lines(sim, core, ns):
 
     reader = threading.Thread(target=read)
     reader.start()
-    time.sleep(0.2)
+    # The watch has reached the API (it starts at rv, so nothing created after this can be missed).
+    eventually(
+        lambda: any(
+            r.query.get("watch") == "1" for r in sim.requests_matching("GET", f"/namespaces/{ns}/configmaps$")
+        )
+    )
     core.create_namespaced_config_map(ns, {"metadata": {"name": "live"}})
     reader.join(5)
     event = json.loads(lines[0])

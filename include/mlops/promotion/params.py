@@ -16,7 +16,8 @@ from airflow.sdk import Param
 from mlops.training.params import MODEL_NAME_PATTERN
 
 log = logging.getLogger(__name__)
-VERSION_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
+# `(?!\n)`: Python's `$` also matches before a final newline; ECMA-262 (JSON Schema) reads it the same.
+VERSION_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$(?!\n)"
 
 
 def promotion_params() -> dict[str, Param]:

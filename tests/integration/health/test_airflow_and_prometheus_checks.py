@@ -19,6 +19,7 @@ from mlops.dev.ports import free_port
 from mlops.health.config import CheckSpec
 from mlops.health.runner import run_checks
 from tests.harness.prometheus import MISSING, PROMETHEUS, running_prometheus
+from tests.harness.tools import require_tool
 
 
 # -- Airflow ------------------------------------------------------------------------------------
@@ -80,8 +81,7 @@ mlops_model_info{model="churn",version="3"} 1
 
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory, endpoints):
-    if PROMETHEUS is None:
-        pytest.skip(MISSING)
+    require_tool(PROMETHEUS, MISSING)
     endpoints.routes["/metrics"] = (200, METRICS)
     home = tmp_path_factory.mktemp("prometheus")
     exporter = endpoints.url("/metrics").split("//")[1].split("/")[0]

@@ -15,6 +15,7 @@ import yaml
 
 from mlops.health.tasks import evaluate_and_alert, sweep
 from tests.harness.alertmanager import ALERTMANAGER, MISSING, alertmanager_config, running_alertmanager
+from tests.harness.tools import require_tool
 
 SICK = {"status": "degraded"}
 HEALTHY = {"status": "ok"}
@@ -36,8 +37,7 @@ def check(name: str, url: str) -> dict:
 
 @pytest.fixture
 def alertmanager(tmp_path, alert_conns):
-    if ALERTMANAGER is None:
-        pytest.skip(MISSING)
+    require_tool(ALERTMANAGER, MISSING)
     slack, pagerduty = alert_conns
     config = alertmanager_config(slack.url, pagerduty.url, pagerduty.ca_path)
     with running_alertmanager(tmp_path / "am", config) as url:

@@ -22,6 +22,7 @@ import yaml
 
 from tests.harness.prometheus import MISSING, PROMETHEUS, running_prometheus
 from tests.harness.pushgateway import pushgateway_target, wipe_pushgateway
+from tests.harness.tools import require_tool
 from tests.integration.serving.test_model_server_process import start_server, wait_ready
 from tests.unit.serving.digits_artifacts import held_out, upload_version
 
@@ -133,8 +134,7 @@ def query(prometheus: str, promql: str) -> list[dict]:
 def test_every_metric_read_by_rules_panels_and_checks_is_scraped_from_a_real_emitter(
     tmp_path, s3_server, s3_client, s3_bucket, pushgateway, monkeypatch, alert_conns, endpoints
 ):
-    if PROMETHEUS is None:
-        pytest.skip(MISSING)
+    require_tool(PROMETHEUS, MISSING)
     jobs = {job["job_name"]: job for job in yaml.safe_load(SCRAPE.read_text())["scrape_configs"]}
     assert {"model-server", "pushgateway"} <= set(jobs)
     assert jobs["pushgateway"]["honor_labels"] is True

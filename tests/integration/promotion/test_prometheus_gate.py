@@ -13,6 +13,7 @@ from mlops.dev.ports import free_port
 from mlops.promotion import gates
 from mlops.promotion.gates import Gates, PrometheusGate
 from tests.harness.prometheus import MISSING, PROMETHEUS, running_prometheus
+from tests.harness.tools import require_tool
 from tests.integration.serving.test_model_server_process import start_server, wait_ready
 from tests.unit.serving.digits_artifacts import held_out, upload_version
 
@@ -27,8 +28,7 @@ class Scraped:
 @pytest.fixture
 def scraped_server(tmp_path, s3_server, s3_client, s3_bucket):
     """A model server serving digits v7 that has answered 40 predictions, and a Prometheus that scraped it."""
-    if PROMETHEUS is None:
-        pytest.skip(MISSING)
+    require_tool(PROMETHEUS, MISSING)
     uri = upload_version(s3_client, s3_bucket, "digits", "v7")
     server, url = start_server(s3_server, uri, version="v7")
     try:

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.harness.tools import require_tool
+
 MONITORING = Path(__file__).resolve().parents[3] / "helm-values" / "monitoring"
 RULES = MONITORING / "prometheus-rules.yaml"
 RULE_TESTS = MONITORING / "prometheus-rules.test.yaml"
@@ -24,10 +26,13 @@ DASHBOARD = MONITORING / "grafana-dashboard-mlops.json"
 CHECKS = Path(__file__).resolve().parents[3] / "include" / "mlops" / "health" / "checks.yaml"
 
 PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None,
-    reason="promtool not installed: apt-get install -y --no-install-recommends prometheus",
-)
+MISSING_PROMTOOL = "promtool not installed: apt-get install -y --no-install-recommends prometheus"
+needs_promtool = pytest.mark.usefixtures("promtool_installed")
+
+
+@pytest.fixture
+def promtool_installed() -> str:
+    return require_tool(PROMTOOL, MISSING_PROMTOOL)
 
 
 def promtool(*args: str, cwd: Path = MONITORING) -> subprocess.CompletedProcess:

@@ -31,7 +31,13 @@ def test_the_metadata_db_is_the_local_postgres_and_a_second_start_keeps_it(tmp_p
 def test_the_simulated_demo_says_its_dags_are_unpaused_and_the_default_says_what_to_do_first():
     from mlops.dev.run import PLATFORM_DAGS, next_steps
 
-    assert PLATFORM_DAGS[:4] == ("mlops_backups", "mlops_health", "mlops_promotion", "mlops_training")
+    assert PLATFORM_DAGS == (
+        "mlops_backups",
+        "mlops_health",
+        "mlops_promotion",
+        "mlops_rollback",
+        "mlops_training",
+    )
     simulated = "\n".join(next_steps(True, 8080))
     assert "UNPAUSED" in simulated and "mlops_training" in simulated
     assert "http://localhost:8080/mlops/ui/" in simulated

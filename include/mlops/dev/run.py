@@ -163,7 +163,8 @@ def next_steps(simulated: bool, port: int) -> list[str]:
     if simulated:
         return [
             f"The platform's DAGs are UNPAUSED ({', '.join(PLATFORM_DAGS)}): a triggered run starts at once.",
-            f"First ten minutes: trigger mlops_training with compute_profile=cpu ({ui}/dags/mlops_training), "
+            f"First ten minutes: trigger mlops_training with compute_profile=cpu and promote=true "
+            f"({ui}/dags/mlops_training), "
             f"watch mlops_promotion switch traffic ({ui}/dags/mlops_promotion), then open ML platform "
             f"in the navigation ({ui}/mlops/ui/).",
         ]

@@ -14,14 +14,15 @@ from airflow.sdk import Param
 from mlops.settings import Settings, get_settings
 from mlops.training.profiles import PROFILE_NAMES
 
-MODEL_NAME_PATTERN = r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$"
-DATASET_URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?|builtin://[a-z0-9/_-]+)$"
+# `$(?!\n)`: Python's `$` (the API validates with Python) also matches before a final newline.
+MODEL_NAME_PATTERN = r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$(?!\n)"
+DATASET_URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?|builtin://[a-z0-9/_-]+)$(?!\n)"
 # registry[:port]/path[:tag][@sha256:digest] -- the OCI reference grammar, simplified.
 IMAGE_PATTERN = (
     r"^([a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?/)?[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*"
-    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$(?!\n)"
 )
-EXTRA_ARG_PATTERN = r"^--[a-z0-9][a-z0-9-]*(=[^\s]*)?$"
+EXTRA_ARG_PATTERN = r"^--[a-z0-9][a-z0-9-]*(=[^\s]*)?$(?!\n)"
 DEFAULT_IMAGE = Settings().trainer_image
 # The trainer's flags that typed form fields set: extra_args may not override them.
 TYPED_FLAGS: dict[str, str] = {
@@ -74,7 +75,7 @@ def image_allowed_pattern(settings: Settings) -> str:
     prefixes = [
         re.escape(e) if e.endswith("/") else re.escape(e) + "(?=[:@]|$)" for e in image_allowlist(settings)
     ]
-    return f"^({re.escape(DEFAULT_IMAGE)}$|(?=({'|'.join(prefixes)})){IMAGE_PATTERN[1:]})"
+    return f"^({re.escape(DEFAULT_IMAGE)}$(?!\\n)|(?=({'|'.join(prefixes)})){IMAGE_PATTERN[1:]})"
 
 
 def training_params() -> dict[str, Param]:

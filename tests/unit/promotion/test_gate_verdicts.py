@@ -19,19 +19,19 @@ LIMITS = Gates(min_accuracy=0.85, accuracy_tolerance=0.02, max_error_rate=0.01, 
             [1, 2, 3, 4],
             [1, 2, 3, 4],
             0.75,
-            Check("smoke", True, "4 held-out samples, served accuracy 1.000 (>= 0.750)"),
+            Check("smoke", True, "4 held-out samples, served accuracy 1.000 (>= 0.750)", 1.0),
         ),
         (
             [1, 2, 3, 0],
             [1, 2, 3, 4],
             0.75,
-            Check("smoke", True, "4 held-out samples, served accuracy 0.750 (>= 0.750)"),
+            Check("smoke", True, "4 held-out samples, served accuracy 0.750 (>= 0.750)", 0.75),
         ),
         (
             [1, 2, 0, 0],
             [1, 2, 3, 4],
             0.75,
-            Check("smoke", False, "4 held-out samples, served accuracy 0.500 (< 0.750)"),
+            Check("smoke", False, "4 held-out samples, served accuracy 0.500 (< 0.750)", 0.5),
         ),
     ],
 )
@@ -128,9 +128,9 @@ def test_a_failed_analysis_names_only_the_failed_checks_and_reports_every_one():
         "seconds": 1.235,
         "rounds": 2,
         "checks": [
-            {"name": "ready", "ok": True, "detail": "fine"},
-            {"name": "smoke", "ok": False, "detail": "0.5"},
-            {"name": "parity", "ok": False, "detail": "2 differ"},
+            {"name": "ready", "ok": True, "detail": "fine", "value": None},
+            {"name": "smoke", "ok": False, "detail": "0.5", "value": None},
+            {"name": "parity", "ok": False, "detail": "2 differ", "value": None},
         ],
     }
     with pytest.raises(gates.GateFailed) as failed:

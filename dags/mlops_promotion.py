@@ -155,7 +155,7 @@ def mlops_promotion():
     @task
     @final()
     def run_post_promotion_analysis(request: dict, switched: dict) -> dict:
-        return steps.run_post_promotion_analysis(request)
+        return steps.run_post_promotion_analysis(request, switched)
 
     @task
     @final()

@@ -355,21 +355,27 @@ def publish_served_accuracy(request: dict[str, Any], report: gates.AnalysisRepor
         )
 
 
-def run_post_promotion_analysis(request: dict[str, Any]) -> dict[str, Any]:
-    """The live checks through the active Service, for the analysis window."""
+def run_post_promotion_analysis(
+    request: dict[str, Any], switched: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The live checks through the active Service, for the analysis window; the switch's silence of
+    the model's health checks ends with the window, passed or failed."""
     if request["dry_run"]:
         return {"dry_run": True}
-    renew(request)
-    report = gates.analysis_window(
-        service_client(cluster(), active_service_name(request["model"])),
-        request["model"],
-        request["version"],
-        samples_for(request),
-        gates.Gates.from_settings(),
-        request["analysis_duration_seconds"],
-        interval_seconds=min(5.0, max(0.5, request["analysis_duration_seconds"] / 10)),
-        prometheus=prometheus_gate(),
-    )
+    try:
+        renew(request)
+        report = gates.analysis_window(
+            service_client(cluster(), active_service_name(request["model"])),
+            request["model"],
+            request["version"],
+            samples_for(request),
+            gates.Gates.from_settings(),
+            request["analysis_duration_seconds"],
+            interval_seconds=min(5.0, max(0.5, request["analysis_duration_seconds"] / 10)),
+            prometheus=prometheus_gate(),
+        )
+    finally:
+        end_silence((switched or {}).get("silence_id"))
     report.raise_if_failed()
     publish_served_accuracy(request, report)
     return report.as_dict()
@@ -396,10 +402,14 @@ def scale_down_previous_color(request: dict[str, Any], state: dict[str, Any]) ->
 
 
 def end_switch_silence(ti: Any) -> None:
-    """End the silence that ``switch_traffic`` created, if any (it would expire by itself later)."""
+    """End the silence that ``switch_traffic`` created, if it is still on (a failed window)."""
+    end_silence((ti.xcom_pull(task_ids="switch_traffic") or {}).get("silence_id"))
+
+
+def end_silence(silence_id: str | None) -> None:
+    """End silence ``silence_id`` now (it would expire by itself later); never fails the caller."""
     from mlops.health.silences import expire
 
-    silence_id = (ti.xcom_pull(task_ids="switch_traffic") or {}).get("silence_id")
     if not silence_id:
         return
     try:

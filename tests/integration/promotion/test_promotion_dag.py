@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime
 
 import pytest
 
@@ -167,6 +168,9 @@ def test_a_promotion_silences_the_models_checks_during_the_switch_and_publishes_
     assert len(silences) == 1, silences
     assert silences[0].author == "mlops_promotion" and "v2" in silences[0].comment
     assert not silences[0].active(), "the silence must end with the switch, not outlive it"
+    # It ends with the post-promotion window, before the pointer moves and the scale-down delay starts.
+    ended = datetime.fromisoformat(silences[0].expired_at.replace("Z", "+00:00"))
+    assert ended <= dr.get_task_instance("move_registry_pointer").start_date
     switched = dr.get_task_instance("switch_traffic").xcom_pull(task_ids="switch_traffic")
     assert switched["silence_id"] == silences[0].id
 

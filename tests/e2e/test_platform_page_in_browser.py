@@ -124,9 +124,9 @@ def _serving_color(kube) -> str:
     return kube.get("Service", SERVING_NAMESPACE, LOOP_MODEL)["spec"]["selector"]["color"]
 
 
-def _started_run(frame: FrameLocator) -> str:
+def _started_run(frame: FrameLocator, dag_id: str = "mlops_promotion") -> str:
     status = frame.get_by_role("status")
-    expect(status).to_have_text(re.compile(r"Started mlops_promotion run \S+"))
+    expect(status).to_have_text(re.compile(rf"Started {dag_id} run \S+"))
     return re.search(r"run (\S+)", status.inner_text()).group(1)
 
 
@@ -171,9 +171,9 @@ def test_3_roll_back_from_the_page_and_see_the_previous_version_serve(
     frame = _open_from_nav(page, standalone)
     _model(frame).get_by_role("textbox", name=f"Reason to roll {LOOP_MODEL} back").fill("e2e: from the page")
     _model(frame).get_by_role("button", name=f"Roll back to {before['previous_version']}").click()
-    run_id = _started_run(frame)
+    run_id = _started_run(frame, "mlops_rollback")  # the emergency rollback: never queued behind a promotion
     _shot(page, "02-rollback-started")
-    assert _wait_run(api, standalone, "mlops_promotion", run_id, 300) == "success"
+    assert _wait_run(api, standalone, "mlops_rollback", run_id, 300) == "success"
 
     assert loop_state.production(LOOP_MODEL)["version"] == before["previous_version"]
 

@@ -150,7 +150,7 @@ def loop_clock(standalone):
     print(f"[figure] peak memory of the stack (PSS, Airflow + harness + pods): {memory.peak_mb:.0f} MB")
 
 
-DAG_IDS = ("mlops_training", "mlops_promotion", "mlops_backups", "mlops_health")
+DAG_IDS = ("mlops_training", "mlops_promotion", "mlops_rollback", "mlops_backups", "mlops_health")
 
 
 def _active_runs(api) -> list[str]:

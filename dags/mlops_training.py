@@ -8,7 +8,8 @@ event on the `model_candidates` asset, which schedules `mlops_promotion`.
 **Owner:** mlops platform team (#mlops-platform).
 
 ## Triggers
-- Nightly at 02:00 UTC with the default parameters (no catchup).
+- Nightly at 02:00 UTC with the default parameters (no catchup; unpausing does not start a run
+  at once, the first is at the next 02:00).
 - The UI trigger form: every field is documented there.
 - The REST API: `POST /api/v2/dags/mlops_training/dagRuns` with `{"logical_date": null, "conf": {...}}`.
   A bad value is refused with HTTP 400 naming the field; no run is created.
@@ -54,8 +55,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
-from airflow.sdk import dag, get_current_context, task
+from airflow.sdk import CronTriggerTimetable, dag, get_current_context, task
 
 from mlops import tags
 from mlops.assets import MODEL_CANDIDATES
@@ -67,8 +67,10 @@ from mlops.training.params import training_params
 
 
 @dag(
-    schedule="0 2 * * *",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    # No start_date and run_immediately=False: unpausing waits for the next 02:00. With a start_date,
+    # catchup=False still starts the most recent 02:00 run at once, with the default parameters,
+    # the moment a newcomer unpauses the DAG (CronTriggerTimetable.next_dagrun_info, Airflow 3.3).
+    schedule=CronTriggerTimetable("0 2 * * *", timezone="UTC", run_immediately=False),
     catchup=False,
     max_active_runs=4,
     dagrun_timeout=timedelta(days=7, hours=1),

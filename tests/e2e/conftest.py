@@ -87,7 +87,13 @@ def standalone(
         "MLOPS_BACKUP_VERIFY_ON_SOURCE": "true",  # one test cluster: restore tests on the source
         "MLOPS_HEALTH_CHECKS_PATH": str(checks),
     }
-    server = Standalone(home=session_dir / "standalone", dags_folder=REPO_ROOT / "dags", env=env)
+    pg_cluster.execute('CREATE DATABASE "airflow_e2e"')
+    server = Standalone(
+        home=session_dir / "standalone",
+        dags_folder=REPO_ROOT / "dags",
+        env=env,
+        metadata_db=f"postgresql+psycopg2://{pg_cluster.user}@{pg_cluster.host}:{pg_cluster.port}/airflow_e2e",
+    )
     try:
         server.start()
         yield server

@@ -124,6 +124,8 @@ def test_simulated_demo_is_labelled_runs_training_and_ctrl_c_leaves_nothing_behi
             assert _api(port, "GET", f"/api/v2/dags/{dag_id}", token=token)["is_paused"] is False, dag_id
         plugins = _api(port, "GET", "/api/v2/plugins", token=token)["plugins"]
         assert "mlops_platform" in [p["name"] for p in plugins]
+        # Unpausing did not start a nightly training run with the default parameters (issue 17).
+        assert _api(port, "GET", "/api/v2/dags/mlops_training/dagRuns", token=token)["total_entries"] == 0
         run = _api(
             port,
             "POST",
@@ -147,7 +149,6 @@ def test_simulated_demo_is_labelled_runs_training_and_ctrl_c_leaves_nothing_behi
 
         # The first ten minutes: the candidate's asset event starts a promotion that switches traffic,
         # and the platform page shows the model in production on its live color.
-        # Unpausing also started the nightly training run (it promotes too): wait for digits-demo's.
         page = urllib.request.Request(
             f"http://127.0.0.1:{port}/mlops/ui/", headers={"Authorization": f"Bearer {token}"}
         )

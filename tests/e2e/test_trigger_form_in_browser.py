@@ -11,10 +11,12 @@ training pod that could disturb the other e2e tests of the session.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
@@ -182,6 +184,13 @@ def _submit(dialog: Locator) -> None:
     dialog.get_by_role("button", name="Trigger", exact=True).click()
 
 
+def _served_params(standalone) -> dict:
+    """The form as the standalone builds it: with its ``MLOPS_*`` settings (the trainer image's
+    allow-list, named in that field's description, follows the configured image)."""
+    with mock.patch.dict(os.environ, standalone.env):
+        return training_params()
+
+
 def _titles() -> dict[str, str]:
     return {name: param.schema["title"] for name, param in training_params().items()}
 
@@ -194,7 +203,7 @@ def _run_count(api) -> int:
 
 # -- specifications ------------------------------------------------------------------------
 def test_trigger_form_shows_every_param_with_its_title_and_description(page, standalone):
-    params = training_params()
+    params = _served_params(standalone)
     assert len(params) == 16
     dialog = _open_trigger_form(page, standalone.url)
 
@@ -247,7 +256,7 @@ def test_valid_values_trigger_a_run_that_the_ui_and_the_rest_api_show_with_that_
     expect(page.get_by_role("link", name=run_id, exact=True)).to_be_visible()
     _shot(page, "07-runs-list")
 
-    defaults = {name: param.value for name, param in training_params().items()}
+    defaults = {name: param.value for name, param in _served_params(standalone).items()}
     run = ac.DagRunApi(api).get_dag_run(DAG_ID, run_id)
     assert run.conf == {
         **defaults,

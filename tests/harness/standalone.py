@@ -26,6 +26,9 @@ class Standalone:
     home: Path
     dags_folder: Path
     env: dict[str, str] = field(default_factory=dict)
+    # The metadata DB; production runs Postgres (SQLite locks under concurrent task writes, and a
+    # trigger during running tasks then answers HTTP 500 "database is locked").
+    metadata_db: str = ""
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
 
@@ -47,15 +50,20 @@ class Standalone:
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home}/airflow.db",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.metadata_db or f"sqlite:///{self.home}/airflow.db",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN[0]}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__BASE_URL": self.url,
             "AIRFLOW__CORE__PARALLELISM": "8",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
+            # Parse each file once at start, then rarely: re-parsing every few seconds held a core on
+            # a 2-core CI machine, and a parse that ran past the 50 s default timeout there marked
+            # its DAGs stale (the API then answered 404 for mlops_training mid-test).
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300",
+            "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "240",
+            "AIRFLOW__DAG_PROCESSOR__STALE_DAG_THRESHOLD": "300",
         }
         log = open(self.home / "standalone.log", "wb")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mlops.promotion.params import promotion_params, resolve_request
+from mlops.promotion.params import promotion_params, resolve_request, resolve_rollback
 from mlops.registry import ModelRegistry, VersionNotFoundError
 from tests.unit.serving.digits_artifacts import register_version
 
@@ -69,11 +69,19 @@ def test_an_asset_triggered_run_takes_model_and_version_from_the_newest_event(re
     assert pinned["version"] == "v1"  # a version param wins over the event's
 
 
-def test_a_rollback_needs_no_version(registry):
+def test_a_rollback_is_refused_by_the_promotion_and_needs_no_version_in_the_rollback_dag(registry):
+    """Rollbacks moved to ``mlops_rollback`` (it pre-empts a promotion instead of queueing behind it)."""
     registry.promote("digits", "v1", None, "test")
-    request = resolve_request({"model": "digits", "rollback": True}, None, "d", "r")
+    with pytest.raises(ValueError, match=r"^rollback: use the mlops_rollback DAG"):
+        resolve_request({"model": "digits", "rollback": True}, None, "d", "r")
+    with pytest.raises(ValueError, match=r"^model: 'digits' has no previous production version"):
+        resolve_rollback({"model": "digits", "reason": "bad"}, "mlops_rollback", "r")
+    registry.promote("digits", "v2", "v1", "test")
+    request = resolve_rollback({"model": "digits", "reason": "INC-7"}, "mlops_rollback", "r")
     assert request["rollback"] is True and request["version"] is None
-    assert request["production_version"] == "v1" and "artifact_uri" not in request
+    assert (request["production_version"], request["previous_version"]) == ("v2", "v1")
+    assert request["holder"] == "mlops_rollback/r" and request["reason"] == "INC-7"
+    assert "artifact_uri" not in request
 
 
 def test_a_request_without_model_or_version_or_with_an_unknown_version_is_refused(registry):
@@ -100,7 +108,7 @@ def test_snapshot_of_the_trigger_form():
     assert form == {
         "model": (
             None,
-            {"type": nullable, "pattern": r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$", "title": "Model"},
+            {"type": nullable, "pattern": r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$(?!\n)", "title": "Model"},
             "Registry name of the model. Empty on asset-triggered runs (taken from the event).",
         ),
         "version": (
@@ -110,7 +118,7 @@ def test_snapshot_of_the_trigger_form():
                 "pattern": r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$(?!\n)",
                 "title": "Version",
             },
-            "Registered version to promote. Empty on asset-triggered runs; unused by a rollback.",
+            "Registered version to promote. Empty on asset-triggered runs (from the event).",
         ),
         "auto_promote": (
             True,
@@ -133,11 +141,5 @@ def test_snapshot_of_the_trigger_form():
             False,
             {"type": "boolean", "title": "Dry run"},
             "Read the cluster and the registry, log every change it would make, change nothing.",
-        ),
-        "rollback": (
-            False,
-            {"type": "boolean", "title": "Roll back"},
-            "Instead of promoting: send traffic back to the previous color and move the "
-            "registry's production pointer back.",
         ),
     }

@@ -44,3 +44,25 @@ def test_a_refused_run_alerts_slack_only_and_other_failures_page(parsed):
 
     callbacks = _dag(parsed).get_task("train_model").on_failure_callback
     assert [type(c) for c in callbacks] == [TrainingFailureAlert]
+
+
+def test_unpausing_waits_for_the_next_two_oclock_instead_of_starting_a_run_at_once(parsed):
+    """Issue 17: unpausing started the most recent 02:00 run at once, with the default parameters
+    (a start_date with catchup=False does that); the first nightly run is the next 02:00."""
+    from datetime import UTC, datetime, timedelta
+
+    from airflow.serialization.decoders import decode_timetable
+    from airflow.serialization.encoders import encode_timetable
+    from airflow.timetables.base import TimeRestriction
+
+    dag = _dag(parsed)
+    assert dag.start_date is None
+    timetable = decode_timetable(encode_timetable(dag.timetable))  # as the scheduler holds it
+    before = datetime.now(UTC)
+    info = timetable.next_dagrun_info(
+        last_automated_data_interval=None,
+        restriction=TimeRestriction(earliest=dag.start_date, latest=None, catchup=dag.catchup),
+    )
+    assert info.run_after > before, "a run at once"
+    assert info.run_after - before <= timedelta(days=1)
+    assert (info.run_after.hour, info.run_after.minute) == (2, 0)

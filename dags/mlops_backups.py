@@ -62,7 +62,8 @@ Owner: platform team (#mlops-platform).
   from the source; new copies were still made, no deletion was. Check the
   artifacts bucket; if intended, raise `MLOPS_ARTIFACTS_MAX_DELETE_FRACTION` for one run.
 - **`export_kubernetes_config` failed**: "refused to list X" names the verb and
-  resource the backup Role lacks; otherwise the `kubernetes_default` connection.
+  resource the backup Role lacks (failed at once, not retried: grant it, then clear the
+  task); otherwise the `kubernetes_default` connection.
 - **`apply_retention` failed**: RetentionCapExceeded (policy or dates wrong;
   nothing deleted), or S3 refused a deletion (bucket policy); nothing else is
   affected. Run with `retention_dry_run` to see the plan, the locked versions and

@@ -207,15 +207,16 @@ def alert_conns(monkeypatch, slack, pagerduty) -> tuple[Receiver, Receiver]:
 
 
 def kube_identity() -> str:
-    """Who ``kube_conn`` is to the simulated API: ``admin`` (default) or ``worker``.
+    """Who ``kube_conn`` is to the simulated API: ``worker`` (default) or ``admin``.
 
-    ``MLOPS_TEST_IDENTITY=worker`` runs the integration tiers as Airflow's worker service account under
-    the shipped RBAC. Not yet the default: some tests set up their objects through the code's own
-    connection, and the promotion tests reach the pods through the API server's service proxy (the
-    harness's stand-in for Service DNS, which the shipped Role rightly does not grant). The tests that
-    must hold under the shipped RBAC use ``kube_conn_as_worker`` (tests/integration/test_rbac_permissions.py).
+    The worker is Airflow's worker service account with exactly the shipped RBAC (issue 16: the
+    code runs under the permissions the manifests grant). ``MLOPS_TEST_IDENTITY=admin`` runs the
+    tiers as the cluster admin, to tell an RBAC failure from any other. Either way the code reaches
+    model servers as a worker in the cluster does, by the Service's DNS name
+    (``MLOPS_SERVING_ACCESS=direct`` over kubesim's cluster network), and a test's own set-up
+    (``kube.create``, ``kube.api_client``) stays the cluster admin.
     """
-    identity = os.environ.get("MLOPS_TEST_IDENTITY", "admin")
+    identity = os.environ.get("MLOPS_TEST_IDENTITY", "worker")
     if identity not in ("worker", "admin"):
         raise pytest.UsageError(f"MLOPS_TEST_IDENTITY must be worker or admin, not {identity!r}")
     return identity
@@ -240,13 +241,16 @@ def kube_conn_as_worker(monkeypatch, kube, k8s_namespace, worker_kubeconfig) -> 
     apply_shipped_rbac(
         kube, {"ml-training": k8s_namespace, "ml-serving": k8s_namespace}, include_optional=True
     )
-    return _point_kube_conn(monkeypatch, worker_kubeconfig, k8s_namespace)
+    return _point_kube_conn(monkeypatch, kube, worker_kubeconfig, k8s_namespace)
 
 
-def _point_kube_conn(monkeypatch, kubeconfig: str, namespace: str) -> str:
+def _point_kube_conn(monkeypatch, kube, kubeconfig: str, namespace: str) -> str:
     _set_connections(monkeypatch, {"KUBECONFIG": kubeconfig, "TRAINING_NAMESPACE": namespace})
     monkeypatch.setenv("MLOPS_TRAINING_NAMESPACE", namespace)
     monkeypatch.setenv("MLOPS_SERVING_NAMESPACE", namespace)
+    # Model servers by their Service's DNS name, as the shipped values configure the workers.
+    monkeypatch.setenv("MLOPS_SERVING_ACCESS", "direct")
+    monkeypatch.setenv("MLOPS_SERVING_DIRECT_URL", kube.service_url_template)
     return namespace
 
 
@@ -254,14 +258,11 @@ def _point_kube_conn(monkeypatch, kubeconfig: str, namespace: str) -> str:
 def kube_conn(request, monkeypatch, kube, k8s_namespace) -> str:
     """``kubernetes_default`` points at the simulated API; both platform namespaces are this test's.
 
-    As the cluster admin, or with ``MLOPS_TEST_IDENTITY=worker`` as ``kube_conn_as_worker``.
+    As ``kube_conn_as_worker`` (the default; see ``kube_identity``), or as the cluster admin.
     """
     if kube_identity() == "worker":
         return request.getfixturevalue("kube_conn_as_worker")
-    _set_connections(monkeypatch, {"KUBECONFIG": kube.kubeconfig, "TRAINING_NAMESPACE": k8s_namespace})
-    monkeypatch.setenv("MLOPS_TRAINING_NAMESPACE", k8s_namespace)
-    monkeypatch.setenv("MLOPS_SERVING_NAMESPACE", k8s_namespace)
-    return k8s_namespace
+    return _point_kube_conn(monkeypatch, kube, kube.kubeconfig, k8s_namespace)
 
 
 @pytest.fixture(scope="session")

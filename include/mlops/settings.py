@@ -117,6 +117,9 @@ class Settings:
     serving_access: str = (
         "proxy"  # proxy: via the Kubernetes API service proxy; direct: in-cluster Service DNS
     )
+    # direct: the Service's address; {service}, {namespace} and {port} are filled in (a cluster
+    # with another DNS domain sets e.g. http://{service}.{namespace}.svc.example.internal:{port}).
+    serving_direct_url: str = "http://{service}.{namespace}.svc:{port}"
     model_server_replicas: int = 2
     model_server_max_replicas: int = 6
     model_server_progress_deadline_seconds: int = 600

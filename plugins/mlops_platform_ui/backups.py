@@ -92,7 +92,10 @@ def _kubernetes_export(s3: Any, bucket: str, now: datetime) -> dict[str, Any] | 
     if not dated:
         return None
     newest = max(dated)
-    manifest = json.loads(get_json_or_none(s3, bucket, layout.kubernetes_manifest_key(newest)) or b"{}")
+    # A day may hold several exports (a rerun writes a new backup id, never over the last one);
+    # ids sort by their start time, so the newest manifest of the newest day is the last export.
+    manifests = [k for k in dated[newest] if k.endswith(f"/{layout.MANIFEST}")]
+    manifest = json.loads(get_json_or_none(s3, bucket, max(manifests)) or b"{}") if manifests else {}
     return {
         "date": newest.isoformat(),
         "exported_at": manifest.get("exported_at"),

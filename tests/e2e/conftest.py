@@ -21,9 +21,9 @@ PLATFORM_DB = "platform"
 S3_SECRET = "mlops-s3"
 
 
-def _health_checks(kube_url: str) -> str:
-    """The e2e health checks: the loop model's active Service, through the API server's service proxy."""
-    base = f"{kube_url}/api/v1/namespaces/{SERVING_NAMESPACE}/services/{LOOP_MODEL}/proxy"
+def _health_checks(kube) -> str:
+    """The e2e health checks: the loop model's active Service, by its DNS name (the cluster network)."""
+    base = kube.service_url_template.format(namespace=SERVING_NAMESPACE, service=LOOP_MODEL, port=80)
     return f"""
 defaults:
   timeout_seconds: 5
@@ -40,14 +40,19 @@ checks:
 
 @pytest.fixture(scope="session")
 def standalone(
-    session_dir, s3_server, s3_client, kube, pg_cluster, _slack, _pagerduty
+    session_dir, s3_server, s3_client, kube, worker_kubeconfig, pg_cluster, _slack, _pagerduty
 ) -> Iterator[Standalone]:
     """`airflow standalone` with the project's DAGs, wired to every harness server.
 
     The simulated cluster runs the project's own trainer and model server as local processes.
+    Airflow reaches it as its worker service account, with exactly the shipped RBAC (issue 16),
+    and reaches the model servers by their Services' DNS names, as the shipped values configure it.
     """
+    from tests.harness.platform_rbac import apply_shipped_rbac
+
     images = {TRAINER_IMAGE: "mlops.trainer", SERVER_IMAGE: "mlops.serving"}
     prepare_platform(kube, (E2E_NAMESPACE, SERVING_NAMESPACE), S3_SECRET, images)
+    apply_shipped_rbac(kube, {"ml-training": E2E_NAMESPACE, "ml-serving": SERVING_NAMESPACE}, True)
     for bucket in ("mlops-artifacts", "mlops-backups"):
         s3_client.create_bucket(Bucket=bucket)
     pg_cluster.execute(f'CREATE DATABASE "{PLATFORM_DB}"')
@@ -57,10 +62,10 @@ def standalone(
         PLATFORM_DB,
     )
     checks = session_dir / "e2e-health-checks.yaml"
-    checks.write_text(_health_checks(kube.url))
+    checks.write_text(_health_checks(kube))
     values = {
         "S3_ENDPOINT": s3_server,
-        "KUBECONFIG": kube.kubeconfig,
+        "KUBECONFIG": worker_kubeconfig,
         "TRAINING_NAMESPACE": E2E_NAMESPACE,
         "PG_HOST": pg_cluster.host,
         "PG_PORT": str(pg_cluster.port),
@@ -82,6 +87,8 @@ def standalone(
         "MLOPS_MODEL_SERVER_REPLICAS": "1",
         "MLOPS_MODEL_SERVER_PROGRESS_DEADLINE_SECONDS": "120",
         "MLOPS_PROMOTION_POLL_SECONDS": "0.5",
+        "MLOPS_SERVING_ACCESS": "direct",
+        "MLOPS_SERVING_DIRECT_URL": kube.service_url_template,
         "MLOPS_TRAINING_BUDGET_POLL_SECONDS": "2",  # the training run ends within 2 s of its work
         "MLOPS_PG_BIN": "/usr/lib/postgresql/15/bin",
         "MLOPS_BACKUP_VERIFY_ON_SOURCE": "true",  # one test cluster: restore tests on the source

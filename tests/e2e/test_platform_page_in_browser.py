@@ -130,12 +130,6 @@ def _started_run(frame: FrameLocator, dag_id: str = "mlops_promotion") -> str:
     return re.search(r"run (\S+)", status.inner_text()).group(1)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, issue 17 left open: after merging the backups rework, the page's Backups section "
-    "shows no row for the verified database in the e2e loop (found at the end of the session, not yet "
-    "diagnosed); the rest of this test (model, color, agreement, health, load time) is not reached",
-)
 def test_1_the_page_opens_from_the_navigation_and_shows_the_platform_state(
     page, standalone, loop_state, kube, s3_client
 ):

@@ -154,7 +154,7 @@ def serving_v1(api, standalone, kube, s3_client):
 def test_an_approval_given_at_once_takes_effect_every_time(api, standalone, kube, s3_client, serving_v1):
     # Alternately the moment the request appears and the moment the task parks: before the fix one
     # run in two failed ("Server indicated the task shouldn't be running anymore ... Task killed!").
-    for attempt in range(5):
+    for attempt in range(2):  # once at each moment (5 tries cost 2 min more of CI for no new case)
         version = f"v-quick-{attempt}"
         register_version(s3_client, BUCKET, MODEL, version)
         run_id = _promote(api, version, auto_promote=False)

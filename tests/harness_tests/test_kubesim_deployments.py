@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import urllib.error
 import urllib.request
 
 import pytest
@@ -197,11 +198,19 @@ def test_service_proxy_reaches_a_ready_local_process(apps, core, ns, sim, kubect
     request = urllib.request.Request(f"{base}/http:echo:80/proxy/submit", data=b"payload", method="POST")
     with urllib.request.urlopen(request, timeout=5) as resp:
         assert (resp.status, resp.read()) == (201, b"payload")
+    # The cluster network: the Service's DNS name as a pod reaches it, with no token (no RBAC).
+    network = sim.service_url_template.format(namespace=ns, service="echo", port=80)
+    request = urllib.request.Request(f"{network}/hello", headers={"Authorization": "Bearer not-a-token"})
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        assert resp.read().decode() == f"{pod.metadata.name} /hello"
     kubectl("scale", "deployment/echo", "--replicas=0")
     eventually(lambda: not core.list_namespaced_pod(ns).items)
     with pytest.raises(ApiException) as err:
         core.connect_get_namespaced_service_proxy_with_path("echo", ns, "hello")
     assert err.value.status == 503
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{network}/hello", timeout=5)
+    assert refused.value.code == 503 and "no endpoints" in refused.value.read().decode()
 
 
 def test_eviction_api_honours_pod_disruption_budgets(apps, core, ns, kubectl, eventually, service_image):

@@ -46,6 +46,7 @@ def test_training_with_an_empty_secret_setting_runs_on_its_service_accounts_role
     monkeypatch.setenv("MLOPS_TRAINER_IMAGE_ALLOWLIST", "registry.example.com/mlops/")  # checked again at run
     monkeypatch.setenv("MLOPS_TRAINER_S3_ENDPOINT", s3_conn)
     monkeypatch.setenv("MLOPS_TRAINER_S3_SECRET", "")
+    monkeypatch.setenv("MLOPS_TRAINING_BUDGET_POLL_SECONDS", "0.5")  # dag.test() runs tasks one at a time
     # The local process stands for the pod: its ambient credentials stand for the web identity.
     kube.register_image(REAL, LocalProcess(argv=[sys.executable, "-m", "mlops.trainer"]))
 

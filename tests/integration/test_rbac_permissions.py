@@ -43,7 +43,7 @@ def platform(monkeypatch, kube, s3_conn, worker_kubeconfig) -> dict[str, str]:
     for ns in spaces.values():
         kube.create_namespace(ns)
     apply_shipped_rbac(kube, spaces, include_optional=True)
-    _point_kube_conn(monkeypatch, worker_kubeconfig, spaces["ml-training"])
+    _point_kube_conn(monkeypatch, kube, worker_kubeconfig, spaces["ml-training"])
     monkeypatch.setenv("MLOPS_SERVING_NAMESPACE", spaces["ml-serving"])
     return spaces
 

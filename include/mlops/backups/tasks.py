@@ -274,21 +274,29 @@ def kube_namespaces(settings: Settings) -> list[str]:
 
 
 def export_kube_config(day: date, dry_run: bool) -> dict[str, Any]:
-    """Export the platform namespaces' configuration as clean YAML."""
-    from mlops.backups.kube_export import api_client_from_connection, export_kubernetes
+    """Export the platform namespaces' configuration as clean YAML.
+
+    A refused read (RBAC) fails the task at once, without its retry: a missing Role does not come
+    back in two minutes, and the message names the verb and resource to grant."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from mlops.backups.kube_export import ExportForbidden, api_client_from_connection, export_kubernetes
     from mlops.backups.s3 import Encryption, s3_client
 
     settings = get_settings()
-    manifest = export_kubernetes(
-        api_client_from_connection(settings.kubernetes_conn_id),
-        s3_client(settings),
-        bucket=settings.backup_bucket,
-        logical_date=day,
-        namespaces=kube_namespaces(settings),
-        encryption=Encryption.from_settings(settings),
-        dry_run=dry_run,
-        custom_resources=settings.backup_kube_custom_resources,
-    )
+    try:
+        manifest = export_kubernetes(
+            api_client_from_connection(settings.kubernetes_conn_id),
+            s3_client(settings),
+            bucket=settings.backup_bucket,
+            logical_date=day,
+            namespaces=kube_namespaces(settings),
+            encryption=Encryption.from_settings(settings),
+            dry_run=dry_run,
+            custom_resources=settings.backup_kube_custom_resources,
+        )
+    except ExportForbidden as exc:
+        raise AirflowFailException(f"{exc} (not retried: grant it, then clear the task)") from exc
     return {
         "backup_id": manifest["backup_id"],
         "objects": manifest["objects"],

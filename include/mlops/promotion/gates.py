@@ -143,9 +143,12 @@ def service_client(api_client: Any, namespace: str, service: str, mode: str | No
     from mlops.promotion.manifests.render import SERVICE_PORT
     from mlops.settings import get_settings
 
-    mode = mode or get_settings().serving_access
+    settings = get_settings()
+    mode = mode or settings.serving_access
     if mode == "direct":
-        return DirectServiceClient(f"http://{service}.{namespace}.svc:{SERVICE_PORT}")
+        return DirectServiceClient(
+            settings.serving_direct_url.format(service=service, namespace=namespace, port=SERVICE_PORT)
+        )
     if mode == "proxy":
         return ProxyServiceClient(api_client, namespace, service)
     raise ValueError(f"serving_access must be 'proxy' or 'direct', got {mode!r}")

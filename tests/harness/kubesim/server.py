@@ -28,7 +28,9 @@ if TYPE_CHECKING:
     from .sim import KubeSim
 
 log = logging.getLogger(__name__)
-PODS, PDBS = resource_for("Pod"), resource_for("PodDisruptionBudget")
+PODS, PDBS, SERVICES = resource_for("Pod"), resource_for("PodDisruptionBudget"), resource_for("Service")
+# In-cluster traffic to a Service (its DNS name), which bypasses the API server: see _network().
+NETWORK_PREFIX = "/_network/"
 HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -102,8 +104,10 @@ class ApiServer:
             accept=request.headers.get("Accept", ""),
         )
         self.sim.request_log.append(record)
+        network = request.path.startswith(NETWORK_PREFIX)  # in-cluster traffic: no API server auth
         try:
-            self._authorize(request, record)
+            if not network:
+                self._authorize(request, record)
         except ApiError as exc:
             record.status = exc.code
             return _json(exc.status_body(), exc.code)
@@ -120,6 +124,10 @@ class ApiServer:
                 if isinstance(body, str):
                     return web.Response(status=fault.status, text=body)
                 return _json(body, fault.status)
+        if network:
+            response = await self._network(request)
+            record.status = response.status
+            return response
         try:
             response = await handler(request)
         except ApiError as exc:
@@ -540,6 +548,26 @@ class ApiServer:
                 "TooManyRequests",
                 {"causes": [{"reason": "DisruptionBudget", "message": cause}]},
             )
+
+    async def _network(self, request: web.Request) -> web.StreamResponse:
+        """``/_network/<namespace>/<service>:<port>/<path>``: the cluster network, not the API.
+
+        Stands in for a Service's DNS name (``<service>.<namespace>.svc``) reached from a pod: a
+        request to a Service goes to one of its ready endpoints through kube-proxy and never passes
+        the API server, so no token and no RBAC apply (what may connect is the NetworkPolicy's
+        business). Sources: kubernetes.io/docs/concepts/services-networking/dns-pod-service/ and
+        .../service/#virtual-ips-and-service-proxies. Workers in the cluster reach model servers so
+        (MLOPS_SERVING_ACCESS=direct), which is why the shipped Roles grant no ``services/proxy``.
+        """
+        rest = request.path[len(NETWORK_PREFIX) :]
+        namespace, _, rest = rest.partition("/")
+        target, _, path = rest.partition("/")
+        try:
+            return await self._proxy(request, SERVICES, namespace, target, "/" + path)
+        except ApiError as exc:
+            # No API Status object on the network: an address without endpoints refuses the
+            # connection (kube-proxy rejects it); 503 with the reason is the closest HTTP answer.
+            return web.Response(status=503, text=exc.message)
 
     async def _proxy(self, request: web.Request, res: Resource, namespace: str, target: str, path: str):
         parts = target.split(":")

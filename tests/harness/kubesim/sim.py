@@ -72,6 +72,12 @@ class KubeSim:
         """``http://127.0.0.1:PORT`` (only meaningful once started)."""
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def service_url_template(self) -> str:
+        """``MLOPS_SERVING_DIRECT_URL`` for code that reaches Services as a pod would (by DNS, no API
+        credentials): the simulated cluster network (server.py ``_network``)."""
+        return f"{self.url}/_network/{{namespace}}/{{service}}:{{port}}"
+
     def start(self) -> KubeSim:
         """Start serving (idempotent); returns self."""
         with self._lock:

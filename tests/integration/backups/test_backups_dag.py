@@ -18,6 +18,7 @@ def test_nightly_run_backs_up_verifies_syncs_exports_and_reports(
     pg_bin,
     s3_client,
     alert_conns,
+    kube,
     kube_conn,
     verify_conn,
     pushgateway,
@@ -31,10 +32,10 @@ def test_nightly_run_backs_up_verifies_syncs_exports_and_reports(
     monkeypatch.setenv("MLOPS_ARTIFACTS_BUCKET", artifacts)
     monkeypatch.setenv("MLOPS_PUSHGATEWAY_URL", pushgateway)
     import kubernetes.client as k8s
+    from kubernetes import config
 
-    from mlops.backups.kube_export import api_client_from_connection
-
-    k8s.CoreV1Api(api_client_from_connection("kubernetes_default")).create_namespaced_config_map(
+    # Set-up as the cluster admin; the DAG's export then runs as the worker (kube_conn).
+    k8s.CoreV1Api(config.new_client_from_config(config_file=kube.kubeconfig)).create_namespaced_config_map(
         kube_conn, {"metadata": {"name": "serving-config"}, "data": {"MODEL": "churn"}}
     )
     from airflow.dag_processing.dagbag import DagBag
@@ -79,3 +80,18 @@ def test_nightly_run_backs_up_verifies_syncs_exports_and_reports(
     events = pagerduty.bodies()
     assert [e["event_action"] for e in events] == ["resolve"]
     assert events[0]["dedup_key"] == f"mlops-backups/verify/{db}"
+
+    # The platform page's Backups section reads what this run wrote (issue 17: after the immutable
+    # layout landed, the section broke on the Kubernetes export's new keys and showed no database).
+    from mlops_platform_ui.backups import backups_state
+
+    state = backups_state()
+    (row,) = state["databases"]
+    assert (row["database"], row["verified"], row["backup_date"]) == (db, True, "2026-03-01")
+    assert row["key"] == f"postgres/{db}/2026-03-01/{bid}/{db}.dump"
+    assert row["size_bytes"] > 0 and row["tables"] == len(marker["tables"]) and row["dump_seconds"] >= 0
+    assert row["retention"]["backups"] == 1 and row["retention"]["to_delete"] == 0
+    assert state["artifacts"]["objects"] == 5
+    export = state["kubernetes"]
+    assert (export["date"], export["exports"]) == ("2026-03-01", 1)
+    assert kube_conn in export["namespaces"] and export["objects"] >= 1

@@ -91,8 +91,17 @@ SECRET = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
           "metadata": {"name": "registry-token"}, "stringData": {"token": "s3cr3t-value"}}  # fmt: skip
 
 
-def _create_all(api_client, ns: str) -> None:
+def _admin(kube):
+    """The test's own set-up client: the cluster admin (the code under test runs as the worker)."""
+    from kubernetes import config
+
+    return config.new_client_from_config(config_file=kube.kubeconfig)
+
+
+def _create_all(kube, ns: str) -> None:
     from kubernetes import utils
+
+    api_client = _admin(kube)
 
     utils.create_from_yaml(api_client, yaml_objects=_objects(ns), namespace=ns)
     import kubernetes.client as k8s
@@ -120,14 +129,17 @@ def test_export_is_clean_yaml_that_reapplies_to_the_same_objects(
     settings = get_settings()
     api_client = api_client_from_connection(settings.kubernetes_conn_id)
     s3 = s3_client(settings)
-    _create_all(api_client, ns)
+    _create_all(kube, ns)
 
     manifest = export_kubernetes(api_client, s3, bucket=s3_bucket, logical_date=DAY, namespaces=[ns])
 
     files = _download(s3, s3_bucket, DAY, manifest["backup_id"])
     yaml_files = {k: v for k, v in files.items() if k.endswith(".yaml")}
+    # Plus the platform's own Roles and RoleBindings that the worker identity's fixture bound here.
+    ours = {(o["kind"], o["metadata"]["name"]) for o in _objects(ns)}
+    bound = [(k, o["metadata"]["name"]) for k in ("Role", "RoleBinding") for o in kube.list(k, ns)]
     assert sorted(yaml_files) == sorted(
-        f"{ns}/{o['kind']}/{o['metadata']['name']}.yaml" for o in _objects(ns)
+        f"{ns}/{kind}/{name}.yaml" for kind, name in ours | {b for b in bound if b not in ours}
     )
     for text in yaml_files.values():
         obj = yaml.safe_load(text)
@@ -181,7 +193,7 @@ def test_a_rerun_of_the_same_date_writes_a_new_export_and_keeps_the_first(
     settings = get_settings()
     api_client = api_client_from_connection(settings.kubernetes_conn_id)
     s3 = s3_client(settings)
-    _create_all(api_client, ns)
+    _create_all(kube, ns)
     first = export_kubernetes(api_client, s3, bucket=s3_bucket, logical_date=DAY, namespaces=[ns])
     kube.delete("Ingress", ns, "model-server")
 
@@ -201,6 +213,19 @@ def test_configured_custom_resources_are_exported(kube_conn, kube, s3_conn, s3_b
                 "metadata": {"name": "churn", "namespace": ns},
                 "spec": {"model": "churn", "version": "v7"}}  # fmt: skip
     kube.create(endpoint)
+    # As 34-rbac-backups.yaml says: a configured custom resource needs a `list` rule of its own.
+    from tests.harness.platform_rbac import WORKER
+
+    kube.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                 "metadata": {"name": "backups-modelendpoints", "namespace": ns},
+                 "rules": [{"apiGroups": ["serving.example.com"], "resources": ["modelendpoints"],
+                            "verbs": ["list"]}]})  # fmt: skip
+    kube.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                 "metadata": {"name": "backups-modelendpoints", "namespace": ns},
+                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                             "name": "backups-modelendpoints"},
+                 "subjects": [{"kind": "ServiceAccount", "name": WORKER[1],
+                               "namespace": WORKER[0]}]})  # fmt: skip
     settings = get_settings()
     manifest = export_kubernetes(
         api_client_from_connection(settings.kubernetes_conn_id),

@@ -49,7 +49,22 @@ class Serving:
         )
 
     def client(self, service: str) -> gates.ServiceClient:
-        return gates.ProxyServiceClient(self.cluster.api_client, self.namespace, service)
+        return gates.service_client(self.cluster.api_client, self.namespace, service)  # Service DNS
+
+    @property
+    def admin_apps(self):
+        """AppsV1Api as the cluster admin: what a person or another controller does by hand (the
+        code under test runs as the worker, whose Role has no ``deployments/scale``)."""
+        from kubernetes import client, config
+
+        return client.AppsV1Api(config.new_client_from_config(config_file=self.kube.kubeconfig))
+
+    @property
+    def admin_autoscaling(self):
+        """AutoscalingV2Api as the cluster admin (the HPA controller's writes, in a test)."""
+        from kubernetes import client, config
+
+        return client.AutoscalingV2Api(config.new_client_from_config(config_file=self.kube.kubeconfig))
 
     def samples(self, version: str) -> gates.Samples:
         return gates.load_samples(self.s3_client, self.registry.get(MODEL, version)["artifact_uri"])

@@ -91,9 +91,7 @@ def test_a_failure_after_the_switch_restores_the_previous_color(serving):
     serving.promote("v1")
 
     def break_green():  # the new color starts failing predictions right after the switch
-        serving.kube.faults.add(
-            "POST", rf"/namespaces/{serving.namespace}/services/{MODEL}:http/proxy/predict", 500, times=None
-        )
+        serving.kube.faults.add("POST", rf"/_network/{serving.namespace}/{MODEL}:80/predict", 500, times=None)
 
     with pytest.raises(gates.GateFailed, match="post-promotion analysis failed: smoke"):
         serving.promote("v2", post_check=break_green)

@@ -1,6 +1,6 @@
-"""The post-promotion analysis's failure limit, through the simulated API server's Service proxy.
+"""The post-promotion analysis's failure limit, through the simulated cluster network (Service DNS).
 
-The model server is a real process behind the active Service; a round fails because the proxy
+The model server is a real process behind the active Service; a round fails because the network
 really answers 503 (kubesim's fault injection), as a restarting pod or a flaky network would.
 """
 
@@ -32,7 +32,7 @@ def analyse(serving, limit: int) -> gates.AnalysisReport:
 
 
 def ready_path(serving) -> str:
-    return rf"/namespaces/{serving.namespace}/services/{MODEL}:http/proxy/ready$"
+    return rf"/_network/{serving.namespace}/{MODEL}:80/ready$"  # the Service's DNS name, as a worker
 
 
 def test_one_flaky_round_under_the_failure_limit_passes_the_analysis(serving_v1):

@@ -203,7 +203,7 @@ def test_reconcile_puts_traffic_back_on_the_registry_version_after_a_run_died_mi
 def test_reconcile_scales_a_serving_color_at_zero_back_up(serving):
     serving.register("v1")
     serving.promote("v1")
-    serving.cluster.apps.patch_namespaced_deployment_scale(
+    serving.admin_apps.patch_namespaced_deployment_scale(
         f"{MODEL}-blue", serving.namespace, {"spec": {"replicas": 0}}
     )
     wait_until(lambda: available(serving, "blue") == 0)
@@ -253,7 +253,7 @@ def test_a_stale_holders_clean_up_cannot_scale_the_candidate_down(serving):
 
 def test_a_candidate_scaled_to_zero_is_never_switched_to(serving):
     deployed_candidate(serving, "mlops_promotion/current")
-    serving.cluster.apps.patch_namespaced_deployment_scale(
+    serving.admin_apps.patch_namespaced_deployment_scale(
         f"{MODEL}-green", serving.namespace, {"spec": {"replicas": 0}}
     )
     wait_until(lambda: available(serving, "green") == 0)
@@ -310,10 +310,10 @@ def test_the_candidate_starts_at_the_active_colors_count_and_a_rollback_restores
     serving.register("v2")
     serving.promote("v1")
     # The HPA scaled blue to 3 under load (through the scale subresource, and in its own status).
-    serving.cluster.apps.patch_namespaced_deployment_scale(
+    serving.admin_apps.patch_namespaced_deployment_scale(
         f"{MODEL}-blue", serving.namespace, {"spec": {"replicas": 3}}
     )
-    serving.cluster.autoscaling.patch_namespaced_horizontal_pod_autoscaler_status(
+    serving.admin_autoscaling.patch_namespaced_horizontal_pod_autoscaler_status(
         f"{MODEL}-blue", serving.namespace, {"status": {"currentReplicas": 3, "desiredReplicas": 3}}
     )
     wait_until(lambda: available(serving, "blue") == 3)

@@ -1,7 +1,7 @@
 """Where every backup object lives in the backup bucket.
 
 Every backup has its own immutable keys: the run's *logical date* (what retention
-counts by) plus a unique *backup id* (``20260301T030512Z-1a2b3c4d``: when it started,
+counts by) plus a unique *backup id* (``20260301T030512.204311Z-1a2b3c4d``: when it started,
 and a random part). Clearing a run, or a manual run on the same day as the nightly
 one, writes new keys beside the old ones; nothing is ever overwritten (every final
 write is conditional: ``If-None-Match: *``)::
@@ -41,7 +41,9 @@ ARTIFACTS_SYNC_STATE = "_state/artifacts_sync.json"
 
 _DATE_DIR = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-BACKUP_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
+# Microseconds since issue 14's CI found two same-second backups ordered by their random part
+# (the marker then stayed on the older one); ids written before carry whole seconds only.
+BACKUP_ID = re.compile(r"^\d{8}T\d{6}(\.\d{6})?Z-[0-9a-f]{8}$")
 
 
 def _checked(name: str, what: str) -> str:
@@ -52,14 +54,15 @@ def _checked(name: str, what: str) -> str:
 
 def _checked_id(backup_id: str) -> str:
     if not BACKUP_ID.match(backup_id):
-        raise ValueError(f"{backup_id!r} is not a backup id (YYYYMMDDTHHMMSSZ-xxxxxxxx)")
+        raise ValueError(f"{backup_id!r} is not a backup id (YYYYMMDDTHHMMSS.ffffffZ-xxxxxxxx)")
     return backup_id
 
 
 def new_backup_id(now: datetime | None = None) -> str:
-    """A fresh, sortable, unique backup id: UTC start time plus 32 random bits."""
+    """A fresh, sortable, unique backup id: UTC start time (to the microsecond, so that two runs
+    in the same second still sort by start) plus 32 random bits."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
-    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+    return f"{now:%Y%m%dT%H%M%S.%fZ}-{secrets.token_hex(4)}"
 
 
 def postgres_prefix(database: str) -> str:

@@ -26,9 +26,9 @@ backup)::
 
     {
       "database": "platform",
-      "backup_id": "20260301T030512Z-1a2b3c4d",
-      "key": "postgres/platform/2026-03-01/20260301T030512Z-1a2b3c4d/platform.dump",
-      "manifest_key": "postgres/platform/2026-03-01/20260301T030512Z-1a2b3c4d/manifest.json",
+      "backup_id": "20260301T030512.204311Z-1a2b3c4d",
+      "key": "postgres/platform/2026-03-01/20260301T030512.204311Z-1a2b3c4d/platform.dump",
+      "manifest_key": "postgres/platform/2026-03-01/20260301T030512.204311Z-1a2b3c4d/manifest.json",
       "etag": "<the dump's ETag>",
       "sha256": "<hex>",                              # of the dump, checked on download
       "size_bytes": 123,

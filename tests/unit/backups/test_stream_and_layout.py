@@ -90,8 +90,23 @@ def test_backup_ids_are_unique_and_sort_by_start_time():
     from datetime import UTC, datetime
 
     ids = {layout.new_backup_id(datetime(2026, 3, 1, 3, 0, 5, tzinfo=UTC)) for _ in range(1000)}
-    assert len(ids) == 1000 and all(i.startswith("20260301T030005Z-") for i in ids)
+    assert len(ids) == 1000 and all(i.startswith("20260301T030005.000000Z-") for i in ids)
     assert layout.new_backup_id(datetime(2026, 3, 1, 14, tzinfo=UTC)) > max(ids)  # a later manual run
+
+
+def test_two_backups_started_in_the_same_second_sort_by_their_start():
+    """CI found it: a rerun within the second of the first got an id that sorted lower, so the
+    verified marker stayed on the older backup (test_immutable_backups, 1 run in 2)."""
+    from datetime import UTC, datetime, timedelta
+
+    first = datetime(2026, 3, 1, 3, 0, 5, 100, tzinfo=UTC)
+    for _ in range(200):
+        assert layout.new_backup_id(first + timedelta(milliseconds=1)) > layout.new_backup_id(first)
+
+
+def test_ids_written_before_microseconds_are_still_read():
+    key = layout.postgres_dump_key("platform", date(2026, 3, 1), "20260301T030512Z-1a2b3c4d")
+    assert key == "postgres/platform/2026-03-01/20260301T030512Z-1a2b3c4d/platform.dump"
 
 
 def test_kubernetes_names_with_a_colon_stay_readable_and_odd_ones_are_encoded():

@@ -67,10 +67,12 @@ from mlops.training.params import training_params
 
 
 @dag(
-    # No start_date and run_immediately=False: unpausing waits for the next 02:00. With a start_date,
-    # catchup=False still starts the most recent 02:00 run at once, with the default parameters,
-    # the moment a newcomer unpauses the DAG (CronTriggerTimetable.next_dagrun_info, Airflow 3.3).
-    schedule=CronTriggerTimetable("0 2 * * *", timezone="UTC", run_immediately=False),
+    # No start_date and a zero run_immediately window: unpausing waits for the next 02:00. With a
+    # start_date, catchup=False starts the most recent 02:00 run at once, with the default parameters,
+    # the moment a newcomer unpauses the DAG; and run_immediately=False, despite its docstring, still
+    # runs it if unpaused within 10 % of the interval after 02:00 (2.4 h; CronTriggerTimetable.
+    # _calc_first_run, Airflow 3.3.2). timedelta(0) is "never".
+    schedule=CronTriggerTimetable("0 2 * * *", timezone="UTC", run_immediately=timedelta(0)),
     catchup=False,
     max_active_runs=4,
     dagrun_timeout=timedelta(days=7, hours=1),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 
 def _dag(parsed):
     return parsed.dagbag.dags["mlops_training"]
@@ -46,11 +48,24 @@ def test_a_refused_run_alerts_slack_only_and_other_failures_page(parsed):
     assert [type(c) for c in callbacks] == [TrainingFailureAlert]
 
 
-def test_unpausing_waits_for_the_next_two_oclock_instead_of_starting_a_run_at_once(parsed):
+@pytest.mark.parametrize(
+    "now",
+    [
+        "2026-11-29T00:58:00+00:00",  # before 02:00
+        "2026-11-29T02:00:30+00:00",  # just after: within run_immediately=False's hidden 2.4 h window
+        "2026-11-29T02:26:14+00:00",  # when CI unpaused it and got the 02:00 run at once
+        "2026-11-29T23:59:00+00:00",
+    ],
+)
+def test_unpausing_waits_for_the_next_two_oclock_instead_of_starting_a_run_at_once(parsed, now):
     """Issue 17: unpausing started the most recent 02:00 run at once, with the default parameters
-    (a start_date with catchup=False does that); the first nightly run is the next 02:00."""
-    from datetime import UTC, datetime, timedelta
+    (a start_date with catchup=False does that; so does run_immediately=False within 2.4 h of 02:00);
+    the first nightly run is the next 02:00. The scheduler's clock is set by patching Airflow's own
+    utcnow in the timetable module (a clock cannot be moved otherwise)."""
+    from datetime import datetime, timedelta
+    from unittest import mock
 
+    import pendulum
     from airflow.serialization.decoders import decode_timetable
     from airflow.serialization.encoders import encode_timetable
     from airflow.timetables.base import TimeRestriction
@@ -58,11 +73,12 @@ def test_unpausing_waits_for_the_next_two_oclock_instead_of_starting_a_run_at_on
     dag = _dag(parsed)
     assert dag.start_date is None
     timetable = decode_timetable(encode_timetable(dag.timetable))  # as the scheduler holds it
-    before = datetime.now(UTC)
-    info = timetable.next_dagrun_info(
-        last_automated_data_interval=None,
-        restriction=TimeRestriction(earliest=dag.start_date, latest=None, catchup=dag.catchup),
-    )
-    assert info.run_after > before, "a run at once"
-    assert info.run_after - before <= timedelta(days=1)
+    moment = pendulum.instance(datetime.fromisoformat(now))
+    with mock.patch("airflow.timetables.trigger.utcnow", return_value=moment):
+        info = timetable.next_dagrun_info(
+            last_automated_data_interval=None,
+            restriction=TimeRestriction(earliest=dag.start_date, latest=None, catchup=dag.catchup),
+        )
+    assert info.run_after > moment, "a run at once"
+    assert info.run_after - moment <= timedelta(days=1)
     assert (info.run_after.hour, info.run_after.minute) == (2, 0)

@@ -110,7 +110,7 @@ def _wait_for_request(api, run_id: str, parked: bool, timeout: float = 240) -> N
     def asked():
         if parked:
             ti = instances.get_task_instance(PROMOTION, run_id, "approve_promotion")
-            return ti.state == "awaiting_input"
+            return ti.state == "deferred"  # PromotionApproval waits in the triggerer, not parked
         try:
             return instances.get_hitl_detail(PROMOTION, run_id, "approve_promotion", -1)
         except ac.ApiException as exc:
@@ -212,7 +212,7 @@ def test_an_emergency_rollback_does_not_wait_for_a_promotion_waiting_for_approva
     )
     print(f"\n[figure] emergency rollback beside a waiting promotion: {time.monotonic() - started:.1f} s")
     assert _version(kube) == good and registry.production(MODEL)["version"] == good
-    assert _task_states(api, PROMOTION, promotion)["approve_promotion"] == "awaiting_input"
+    assert _task_states(api, PROMOTION, promotion)["approve_promotion"] == "deferred"
 
     _answer(api, promotion, "Approve")  # too late: the promotion lost its lease to the rollback
     assert _finished(api, standalone, PROMOTION, promotion) == "failed"

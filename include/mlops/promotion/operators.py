@@ -23,6 +23,14 @@ not write the request again (that would erase the answer): it defers to
 read HITL answers on 3.3.2) only after ``SETTLE_SECONDS``, long after the executor reported the
 deferral, so the resumed try is not killed again. A timeout is final: it is not retried into a
 second four-hour wait.
+
+The first try does not park in ``awaiting_input`` either. On Postgres, an answer given the moment
+the request appeared (here 17 ms after it, while the worker was parking the task) was stored, but
+the task stayed ``awaiting_input`` with no trigger: neither Airflow 3.3.2's response handler nor the
+park resumed it, so the promotion would have waited for its response timeout (the e2e test that
+answers at once found it after the e2e tier moved from SQLite, which serializes the two writes, to
+Postgres). So the first try too waits in :class:`SettledHITLTrigger`, which reads the stored answer
+whenever it came; an answer given after the deferral still resumes the task at once through the API.
 """
 
 from __future__ import annotations
@@ -76,13 +84,8 @@ class PromotionApproval(ApprovalOperator):
         from airflow.sdk.timezone import utcnow
 
         ti, store = context["ti"], context["task_state_store"]
-        if is_automatic_retry(ti.try_number, ti.max_tries, self.retries or 0) and store.get(ASKED_KEY):
-            self.log.warning(
-                "try %s retries a request already written (an answer may be stored): reading it in the "
-                "triggerer in %.0f s instead of asking again",
-                ti.try_number,
-                SETTLE_SECONDS,
-            )
+
+        def wait_in_the_triggerer() -> None:
             self.defer(
                 trigger=SettledHITLTrigger(
                     ti_id=ti.id,
@@ -95,10 +98,23 @@ class PromotionApproval(ApprovalOperator):
                 ),
                 method_name="execute_complete",
             )
+
+        if is_automatic_retry(ti.try_number, ti.max_tries, self.retries or 0) and store.get(ASKED_KEY):
+            self.log.warning(
+                "try %s retries a request already written (an answer may be stored): reading it in the "
+                "triggerer in %.0f s instead of asking again",
+                ti.try_number,
+                SETTLE_SECONDS,
+            )
+            wait_in_the_triggerer()
         try:
             return super().execute(context)
         except TaskAwaitingInput:
             store.set(ASKED_KEY, ti.try_number)
+            # Not parked in awaiting_input: an answer given while the task was being parked was
+            # stored but never resumed it on Postgres (module docstring). The trigger reads the
+            # stored answer whenever it came; an answer after the deferral resumes it at once.
+            wait_in_the_triggerer()
             raise
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:

@@ -3,8 +3,8 @@
 Each module listed in tests/mutation/targets.toml is mutated on its own, in a scratch copy of the
 repository under test-artifacts/mutation/work/<name>/ (mutmut wants the code under src/; ours is under
 include/), and judged by the fast tests listed for it. The script prints killed/total per module and
-writes every survivor with its diff to test-artifacts/mutation/survivors.txt. Mutants listed in
-tests/mutation/equivalent.txt are left out of the score.
+writes every survivor with its diff to test-artifacts/mutation/survivors.txt (and per module to
+survivors-<module>.txt). Mutants listed in tests/mutation/equivalent.txt are left out of the score.
 
 Usage: python tests/mutation/run.py [--max-children N] [MODULE ...]
 """
@@ -182,8 +182,11 @@ def main() -> int:
         )
     with open(OUT / "survivors.txt", "w") as f:
         for result in results:
-            f.write(f"# {result['name']}: {result['source']} ({len(result['survivors'])} survivors)\n\n")
+            header = f"# {result['name']}: {result['source']} ({len(result['survivors'])} survivors)\n\n"
+            f.write(header)
             f.writelines(result["survivors"])
+            # Also one file per module: runs of different modules (in parallel) keep their own.
+            (OUT / f"survivors-{result['name']}.txt").write_text(header + "".join(result["survivors"]))
     (OUT / "scores.json").write_text(
         json.dumps([{k: v for k, v in r.items() if k != "survivors"} for r in results], indent=2)
     )

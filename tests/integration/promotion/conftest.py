@@ -11,6 +11,7 @@ import pytest
 from mlops.promotion import bluegreen, gates
 from mlops.promotion.manifests.render import ServingSpec
 from mlops.registry import ModelRegistry
+from tests.harness.dagsteps import StepRunner, load_dag
 from tests.harness.kubesim import LocalProcess
 from tests.unit.serving.digits_artifacts import register_version
 
@@ -87,86 +88,73 @@ class Serving:
         rollout_timeout: float = 60,
         analysis_seconds: float = 0,
         before_switch=None,
-        pointer_retries: int = 1,
     ) -> dict:
-        """The promotion DAG's steps in order, with its always-run clean-up. Returns what each step gave.
+        """Promote ``version`` by running ``dags/mlops_promotion.py``'s own tasks in the DAG's order
+        (``tests.harness.dagsteps``: its trigger rules, its teardown, its retries), auto-promoting.
 
-        ``before_switch``/``post_check`` run just before the switch / just after it (to break
-        something); the pointer move is retried ``pointer_retries`` times, as Airflow retries a task.
+        ``before_switch``/``post_check`` run just before ``switch_traffic`` / just after it (to break
+        something). Returns each step's value under its old short name, the task states (``states``)
+        and raises the first failed task's error (unwrapped from Airflow's final-failure wrapper),
+        after the DAG's clean-up ran, as a failed run would show it.
         """
         holder = holder or f"mlops_promotion/test-{uuid.uuid4().hex[:6]}"
-        out: dict = {"holder": holder}
-        production = self.registry.production(MODEL)
-        prod_version = production["version"] if production else None
-        completed = False
-        state = None
-        try:
-            state = bluegreen.resolve_active_color(
-                self.cluster, MODEL, holder, version=version, registry=self.registry
+        dag_id, run_id = holder.split("/", 1)
+        assert dag_id == "mlops_promotion", holder
+        settings = {
+            "MLOPS_MODEL_SERVER_IMAGE": image,
+            "MLOPS_MODEL_SERVER_PROGRESS_DEADLINE_SECONDS": str(deadline),
+            "MLOPS_PROMOTION_ROLLOUT_TIMEOUT_SECONDS": str(int(rollout_timeout)),
+        }
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in settings.items():
+                patch.setenv(name, value)
+            run = StepRunner(promotion_dag(), poke_seconds=0.1).run(
+                {
+                    "model": MODEL,
+                    "version": version,
+                    "auto_promote": True,
+                    "analysis_duration_seconds": analysis_seconds,
+                    "scale_down_delay_seconds": 0,
+                    "dry_run": False,
+                },
+                run_id,
+                before={"switch_traffic": before_switch} if before_switch else None,
+                after={"switch_traffic": post_check} if post_check else None,
             )
-            out["state"] = state
-            if state["already_active"]:
-                return out
-            spec = self.spec(version, state["candidate_color"], image, deadline)
-            out["deployed"] = bluegreen.deploy_candidate(self.cluster, spec, holder)
-            out["rollout"] = bluegreen.wait_for_rollout(
-                self.cluster,
-                out["deployed"]["deployment"],
-                version,
-                out["deployed"]["generation"],
-                rollout_timeout,
-                0.1,
-            )
-            prod_acc = self.registry.get(MODEL, prod_version)["metrics"]["accuracy"] if prod_version else None
-            out["pre"] = gates.pre_promotion(
-                self.client(f"{MODEL}-preview"),
-                MODEL,
-                version,
-                self.samples(version),
-                self.registry.get(MODEL, version)["metrics"]["accuracy"],
-                prod_acc,
-                gates.Gates(),
-            ).raise_if_failed()
-            if before_switch:
-                before_switch()
-            out["switched"] = bluegreen.switch_traffic(
-                self.cluster, MODEL, state["candidate_color"], state["active_color"], version, holder
-            )
-            if post_check:
-                post_check()
-            out["post"] = gates.analysis_window(
-                self.client(MODEL),
-                MODEL,
-                version,
-                self.samples(version),
-                gates.Gates(),
-                analysis_seconds,
-                0.2,
-            ).raise_if_failed()
-            for attempt in range(pointer_retries + 1):
-                try:
-                    out["pointer"] = self.registry.promote(MODEL, version, prod_version, holder)
-                    break
-                except Exception:  # as Airflow retries any failed task
-                    if attempt == pointer_retries:
-                        raise
-            completed = True
-            out["scaled"] = bluegreen.scale_down(self.cluster, MODEL, state["active_color"], 0, holder=holder)
-            return out
-        finally:
-            if state is not None and not state["already_active"]:
-                out["clean_up"] = bluegreen.clean_up(
-                    self.cluster,
-                    MODEL,
-                    state["candidate_color"],
-                    state["active_color"],
-                    holder,
-                    completed,
-                    60,
-                    0.1,
-                    registry=self.registry,
-                    version=version,
-                )
+        self.last_run = run
+        out = {"holder": holder, "states": run.states}
+        for key, task_id in STEPS.items():
+            if run.value(task_id) is not None:
+                out[key] = run.value(task_id)
+        if run.states["resolve_active_color"] == "skipped" and run.states["reconcile"] == "success":
+            out["state"] = {"already_active": True}
+        error = run.first_error()
+        if error is not None:
+            raise error
+        return out
+
+
+# What Serving.promote returns, by the DAG's task ids.
+STEPS = {
+    "request": "resolve_request",
+    "reconciled": "reconcile",
+    "state": "resolve_active_color",
+    "deployed": "deploy_candidate",
+    "rollout": "wait_for_rollout",
+    "pre": "run_pre_promotion_analysis",
+    "switched": "switch_traffic",
+    "post": "run_post_promotion_analysis",
+    "pointer": "move_registry_pointer",
+    "scaled": "scale_down_previous_color",
+    "clean_up": "clean_up",
+}
+
+
+def promotion_dag():
+    """``mlops_promotion`` as the DAG processor parses it (once per test session)."""
+    from tests.conftest import REPO_ROOT
+
+    return load_dag(REPO_ROOT / "dags" / "mlops_promotion.py", "mlops_promotion")
 
 
 @pytest.fixture
@@ -175,6 +163,8 @@ def serving(kube, kube_conn, s3_conn, s3_client, monkeypatch) -> Serving:
     s3_client.create_bucket(Bucket=bucket)
     monkeypatch.setenv("MLOPS_ARTIFACTS_BUCKET", bucket)
     monkeypatch.setenv("MLOPS_MODEL_SERVER_IMAGE", IMAGE)
+    monkeypatch.setenv("MLOPS_MODEL_SERVER_REPLICAS", "1")
+    monkeypatch.setenv("MLOPS_PROMOTION_POLL_SECONDS", "0.1")
     kube.register_image(
         IMAGE,
         LocalProcess(

@@ -38,7 +38,9 @@ def test_happy_path_blue_to_green_switches_traffic_then_scales_blue_to_zero_keep
         "from_color": "blue",
         "to_color": "green",
         "switched_at": out["switched"]["switched_at"],
+        "silence_id": out["switched"]["silence_id"],  # the model's checks are silenced for the switch
     }
+    assert out["states"]["clean_up"] == "success" and out["states"]["approve_promotion"] == "skipped"
     assert serving.selector_color() == "green"
     assert serving.client(MODEL).request("GET", "/version")[1]["model_version"] == "v2"
     assert serving.replicas("blue") == 0  # scaled down, Deployment kept for an instant rollback
@@ -230,8 +232,11 @@ def test_rerunning_a_finished_promotion_changes_nothing(serving):
     serving.promote("v1")
     before = len(non_get_requests(serving.kube, serving.namespace))
     out = serving.promote("v1")
-    assert out["state"]["already_active"]
-    assert len(non_get_requests(serving.kube, serving.namespace)) == before
+    assert out["state"]["already_active"] and out["states"]["deploy_candidate"] == "skipped"
+    # The rerun takes the model's lease, finds v1 serving, and gives the lease back: nothing else is written.
+    writes = non_get_requests(serving.kube, serving.namespace)[before:]
+    assert writes and all("/leases" in r.path for r in writes), [(r.method, r.path) for r in writes]
+    assert out["clean_up"].startswith("nothing was deployed; lease released"), out["clean_up"]
 
 
 def test_a_switch_racing_another_writer_is_refused_by_the_resource_version_guard(serving):

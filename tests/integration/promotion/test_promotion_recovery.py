@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import time
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from mlops.promotion import bluegreen, gates
 from mlops.promotion.lease import lease_name
 from mlops.promotion.reconcile import reconcile
-from mlops.registry import ModelRegistry
 from tests.integration.promotion.conftest import MODEL
 
 
@@ -115,16 +112,14 @@ def test_a_retried_rollback_does_not_switch_back_to_the_version_it_rolled_back_f
 
 
 # -- bug 3: the registry pointer is the truth, and every step is idempotent with respect to it ----
-def test_a_pointer_move_whose_response_was_lost_is_retried_and_traffic_stays_on_the_new_version(serving):
+def test_a_pointer_move_whose_response_was_lost_is_retried_and_traffic_stays_on_the_new_version(
+    serving, monkeypatch
+):
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
     serving.register("v1")
     serving.register("v2")
     serving.promote("v1")
-    client = boto3.client(
-        "s3",
-        endpoint_url=serving.s3_endpoint,
-        region_name="us-east-1",
-        config=Config(retries={"max_attempts": 1}),
-    )
     lost: list[str] = []
 
     def remember_key(params, context, **kwargs):
@@ -135,13 +130,22 @@ def test_a_pointer_move_whose_response_was_lost_is_retried_and_traffic_stays_on_
             lost.append(context["key"])
             raise ConnectionResetError("connection reset while reading the PutObject response")
 
-    client.meta.events.register("provide-client-params.s3.PutObject", remember_key)
-    client.meta.events.register("after-call.s3.PutObject", drop_response)
-    serving.registry = ModelRegistry(client, serving.bucket)
+    # The network drops the response of the pointer's PutObject once (the write landed): the handlers
+    # ride on the real boto3 client that the DAG's tasks get from the AWS connection.
+    real_get_conn = S3Hook.get_conn
+
+    def get_conn(hook):
+        client = real_get_conn(hook)
+        client.meta.events.register("provide-client-params.s3.PutObject", remember_key, unique_id="lost-key")
+        client.meta.events.register("after-call.s3.PutObject", drop_response, unique_id="lost-response")
+        return client
+
+    monkeypatch.setattr(S3Hook, "get_conn", get_conn)
     # Before: the retry failed as final ("production is 'v2', expected 'v1'") and the clean-up put
     # traffic back on v1 while the registry said v2.
-    out = serving.promote("v2")
+    out = serving.promote("v2")  # move_registry_pointer fails once and Airflow retries it (retries=1)
     assert lost and out["pointer"]["version"] == "v2"
+    assert serving.last_run.tries["move_registry_pointer"] == 2
     assert serving.selector_color() == "green" and served_version(serving) == "v2"
     assert serving.registry.production(MODEL)["version"] == "v2"
 
@@ -171,9 +175,12 @@ def test_re_promoting_a_version_that_serves_but_was_never_committed_moves_the_po
     switched_not_committed(serving, "v2", "mlops_promotion/crashed")
     assert served_version(serving) == "v2" and serving.registry.production(MODEL)["version"] == "v1"
     # Before: resolve_active_color said "already active" and the run skipped: the pointer stayed v1.
+    # The DAG's reconcile first puts traffic back on the registry's v1 (the truth), then the run
+    # promotes v2 as usual.
     out = serving.promote("v2")
-    assert out["state"]["already_switched"] and not out["state"]["already_active"]
-    assert out["pointer"]["version"] == "v2" and out["switched"]["switched"] is False
+    assert out["reconciled"]["repairs"] and all(r["done"] for r in out["reconciled"]["repairs"])
+    assert not out["state"]["already_active"]
+    assert out["pointer"]["version"] == "v2" and out["switched"]["to_color"] == "green"
     assert serving.selector_color() == "green" and served_version(serving) == "v2"
     assert serving.replicas("blue") == 0
 

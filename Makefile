@@ -55,6 +55,14 @@ format: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+## e2e: the e2e tier alone (airflow standalone + REST + browser); E2E_RUNS=5 runs it that many times in a row, stopping at the first failure
+E2E_RUNS ?= 1
+e2e: $(STAMP) system-deps
+	@for n in $$(seq 1 $(E2E_RUNS)); do \
+	  echo "== e2e run $$n of $(E2E_RUNS) =="; \
+	  $(PY) -m pytest tests/e2e $(PYTEST_ARGS) || exit 1; \
+	done
+
 ## mutate: mutation testing of the decision modules (not part of `make test`; ~25 min on 2 cores)
 MUTATE_ARGS ?=
 mutate: $(STAMP)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from collections.abc import Iterator
 
@@ -134,3 +136,110 @@ def wait_for_dag(api, dag_id: str, timeout: float = 120) -> None:
 
     parsed_dag(api, dag_id, timeout)
     ac.DAGApi(api).patch_dag(dag_id, ac.DAGPatchBody(is_paused=False))
+
+
+# -- the platform loop's stages: each test asks for the stage it needs (tests/e2e/flows.py) ---------
+@pytest.fixture(scope="session")
+def loop_unpaused(api) -> None:
+    """Every loop DAG parsed and unpaused, and the scheduled runs that unpausing started finished
+    (so what a test measures next meets an idle scheduler, as a caller usually does)."""
+    from tests.e2e.flows import LOOP_DAG_IDS, wait_until_quiet
+
+    for dag_id in LOOP_DAG_IDS:
+        wait_for_dag(api, dag_id)
+    wait_until_quiet(api)
+
+
+@pytest.fixture(scope="session")
+def loop_training(api, kube, loop_unpaused):
+    """The loop model's training run, triggered through the REST API with a full conf, as another
+    system retrains a model: returned once its pod was POSTed to the Kubernetes API."""
+    from tests.e2e.flows import Training, trigger, wait
+
+    conf = {
+        "model_name": LOOP_MODEL,
+        "epochs": 4,
+        "batch_size": 32,
+        "learning_rate": 0.01,
+        "compute_profile": "gpu-small",
+        "gpus": 2,
+        "image": TRAINER_IMAGE,
+        "seed": 7,
+        "promote": True,  # a REST-triggered run is promoted only when it asks
+    }
+    started = time.monotonic()
+    run_id = trigger(api, "mlops_training", conf)
+
+    def pod_post():
+        for request in kube.requests_matching("POST", rf"/namespaces/{E2E_NAMESPACE}/pods$"):
+            if {"name": "RUN_ID", "value": run_id} in request.body["spec"]["containers"][0]["env"]:
+                return request
+        return None
+
+    post = wait("the training pod's POST", pod_post, 60, 0.05)
+    env = {e["name"]: e.get("value") for e in post.body["spec"]["containers"][0]["env"]}
+    return Training(run_id, env["MODEL_VERSION"], post.body, time.monotonic() - started)
+
+
+@pytest.fixture(scope="session")
+def loop_trained(api, standalone, loop_training):
+    """The training run finished; it must have succeeded."""
+    from tests.e2e.flows import wait_run
+
+    state = wait_run(api, standalone, "mlops_training", loop_training.run_id, 240)
+    assert state == "success", f"the loop's training run {loop_training.run_id} ended {state}"
+    return loop_training
+
+
+@pytest.fixture(scope="session")
+def loop_promoted(kube, s3_client, loop_trained):
+    """The trained version took production: the asset-triggered promotion switched the active
+    Service to it and moved the registry's pointer."""
+    from tests.e2e.flows import call_service, production, wait
+
+    def serving_it():
+        status, body = call_service(kube, SERVING_NAMESPACE, LOOP_MODEL, "/version")
+        return status == 200 and body.get("model_version") == loop_trained.version
+
+    def pointer_moved():
+        pointer = production(s3_client, LOOP_MODEL)
+        return bool(pointer) and pointer["version"] == loop_trained.version
+
+    wait("the active Service to answer from the trained version", serving_it, 240, 1)
+    wait("the registry's production pointer to move", pointer_moved, 240, 1)
+    holder = production(s3_client, LOOP_MODEL)["updated_by"]  # "mlops_promotion/<run id>"
+    return dataclasses.replace(loop_trained, promotion_run=holder.split("/", 1)[1])
+
+
+@pytest.fixture(scope="session")
+def loop_with_history(api, standalone, s3_client, loop_promoted) -> None:
+    """Production has a previous version to roll back to: when the loop's approval test has not
+    made one yet, a copy of the serving version is promoted through the REST API."""
+    from tests.e2e.flows import production, register_copy, trigger, wait_run
+
+    pointer = production(s3_client, LOOP_MODEL)
+    if pointer.get("previous_version"):
+        return
+    new = register_copy(s3_client, LOOP_MODEL, pointer["version"], f"{pointer['version'][:40]}-again", "e2e")
+    conf = {"analysis_duration_seconds": 2, "scale_down_delay_seconds": 0}
+    run_id = trigger(api, "mlops_promotion", {"model": LOOP_MODEL, "version": new, **conf})
+    assert wait_run(api, standalone, "mlops_promotion", run_id, 300) == "success"
+
+
+@pytest.fixture(scope="session")
+def loop_backed_up(api, standalone, s3_client, loop_unpaused) -> dict:
+    """A verified backup of the platform database exists (the one unpausing started, or one run now)."""
+    from tests.e2e.flows import BACKUPS, trigger, wait_run
+
+    key = f"_markers/postgres/{PLATFORM_DB}/last_verified.json"
+
+    def marker() -> dict | None:
+        try:
+            return json.loads(s3_client.get_object(Bucket=BACKUPS, Key=key)["Body"].read())
+        except s3_client.exceptions.NoSuchKey:
+            return None
+
+    if marker() is None:
+        run_id = trigger(api, "mlops_backups", {"artifacts": True, "kubernetes": True, "postgres": True})
+        assert wait_run(api, standalone, "mlops_backups", run_id, 300) == "success"
+    return marker()

@@ -3,8 +3,9 @@
 Headless Debian Chromium (Playwright) logs in, opens the page from the navigation and reads, inside
 the UI's iframe, what the loop left behind: the promoted model's version and live color, the verified
 backup, the health checks. It then rolls the model back and promotes a new candidate from the page,
-and creates and expires a silence, each time seeing the change. This module runs after
-``test_platform_loop.py`` (file order) and needs its state. Screenshots go to
+and creates and expires a silence, each time seeing the change. The loop's stages it needs (a
+promoted model with a previous version, a verified backup) come from the session fixtures in
+``tests/e2e/conftest.py``, whatever ran before. Screenshots go to
 ``test-artifacts/screenshots/platform-*.png``.
 """
 
@@ -20,7 +21,7 @@ from playwright.sync_api import Browser, FrameLocator, Page, expect, sync_playwr
 
 from tests.conftest import REPO_ROOT
 from tests.e2e.conftest import LOOP_MODEL, PLATFORM_DB, SERVING_NAMESPACE
-from tests.e2e.test_platform_loop import _wait_run
+from tests.e2e.flows import register_copy, wait_run
 from tests.harness.standalone import ADMIN
 
 pytestmark = pytest.mark.e2e
@@ -47,18 +48,12 @@ def _shot(page: Page, name: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def loop_state(s3_client):
-    """What the loop left: the loop model's production pointer (the page test needs it)."""
+def loop_state(s3_client, loop_with_history, loop_backed_up):
+    """The loop model's registry, once it serves a promoted version with a previous one to roll back
+    to and a verified backup exists (the session's loop stages)."""
     from mlops.registry import ModelRegistry
 
-    registry = ModelRegistry(s3_client, "mlops-artifacts")
-    try:
-        pointer = registry.production(LOOP_MODEL)
-    except Exception:
-        pointer = None
-    if not pointer or not pointer.get("previous_version"):
-        pytest.fail("run tests/e2e/test_platform_loop.py first: the page test reads the state it leaves")
-    return registry
+    return ModelRegistry(s3_client, "mlops-artifacts")
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +173,7 @@ def test_3_roll_back_from_the_page_and_see_the_previous_version_serve(
     _model(frame).get_by_role("button", name=f"Roll back to {before['previous_version']}").click()
     run_id = _started_run(frame, "mlops_rollback")  # the emergency rollback: never queued behind a promotion
     _shot(page, "02-rollback-started")
-    assert _wait_run(api, standalone, "mlops_rollback", run_id, 300) == "success"
+    assert wait_run(api, standalone, "mlops_rollback", run_id, 300) == "success"
 
     assert loop_state.production(LOOP_MODEL)["version"] == before["previous_version"]
 
@@ -195,22 +190,7 @@ def test_3_roll_back_from_the_page_and_see_the_previous_version_serve(
 @pytest.mark.timeout(600)
 def test_4_promote_a_candidate_from_the_page_and_see_it_serve(page, standalone, api, loop_state, s3_client):
     current = loop_state.production(LOOP_MODEL)["version"]
-    new = f"{current[:40]}-page"
-    prefix = f"models/{LOOP_MODEL}/versions/"
-    for item in s3_client.list_objects_v2(Bucket="mlops-artifacts", Prefix=f"{prefix}{current}/")["Contents"]:
-        s3_client.copy_object(
-            Bucket="mlops-artifacts",
-            Key=item["Key"].replace(f"{prefix}{current}/", f"{prefix}{new}/"),
-            CopySource={"Bucket": "mlops-artifacts", "Key": item["Key"]},
-        )
-    entry = loop_state.get(LOOP_MODEL, current)
-    loop_state.register_candidate(
-        LOOP_MODEL,
-        new,
-        entry["metrics"],
-        {**entry["lineage"], "run_id": "e2e-page"},
-        f"s3://mlops-artifacts/{prefix}{new}/",
-    )
+    new = register_copy(s3_client, LOOP_MODEL, current, f"{current[:40]}-page", "e2e-page")
     button: list = []
     _eventually(
         page,
@@ -219,7 +199,7 @@ def test_4_promote_a_candidate_from_the_page_and_see_it_serve(page, standalone, 
     )
     button[-1].click()
     run_id = _started_run(_open_frame(page))
-    assert _wait_run(api, standalone, "mlops_promotion", run_id, 400) == "success"
+    assert wait_run(api, standalone, "mlops_promotion", run_id, 400) == "success"
 
     _eventually(
         page,

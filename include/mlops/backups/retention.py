@@ -177,6 +177,15 @@ def apply_retention(
     protection = protection or BucketProtection()
     series = scan_series(client, bucket, prefix, complete_marker)
     plan = select_retention(series.complete, policy, newest_verified, require_verified)
+    total = len(series.complete)
+    if plan.delete and len(plan.delete) > max_delete_fraction * total:
+        raise RetentionCapExceeded(
+            f"retention of s3://{bucket}/{prefix} would delete {len(plan.delete)} of {total} backup dates "
+            f"({len(plan.delete) / total:.0%}), over the cap of {max_delete_fraction:.0%} "
+            "(MLOPS_BACKUP_RETENTION_MAX_DELETE_FRACTION); nothing was deleted. Check the policy "
+            "(MLOPS_BACKUP_KEEP_*) and the dates in the bucket."
+        )
+    # Logged once the cap allowed the run: a refused run claims no deletion.
     groups: dict[str, set[str]] = {}
     for d in plan.delete:
         for unit, keys in sorted(series.complete[d].items()):
@@ -190,14 +199,6 @@ def apply_retention(
                     d,
                     policy,
                 )
-    total = len(series.complete)
-    if plan.delete and len(plan.delete) > max_delete_fraction * total:
-        raise RetentionCapExceeded(
-            f"retention of s3://{bucket}/{prefix} would delete {len(plan.delete)} of {total} backup dates "
-            f"({len(plan.delete) / total:.0%}), over the cap of {max_delete_fraction:.0%} "
-            "(MLOPS_BACKUP_RETENTION_MAX_DELETE_FRACTION); nothing was deleted. Check the policy "
-            "(MLOPS_BACKUP_KEEP_*) and the dates in the bucket."
-        )
     deletion = delete_protected(client, bucket, groups, protection, dry_run=dry_run)
     for locked in deletion.locked:
         log.warning(

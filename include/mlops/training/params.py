@@ -169,7 +169,8 @@ def training_params() -> dict[str, Param]:
             maxItems=32,
             title="Extra trainer arguments",
             description="Additional --flag or --flag=value arguments passed to the trainer. Flags that a "
-            "field above sets (--epochs, --learning-rate, --batch-size, --seed, --dataset-uri) are refused.",
+            f"field sets ({', '.join(TYPED_FLAGS)}) and the local-run flags ({', '.join(LOCAL_ONLY_FLAGS)}) "
+            "are refused.",
         ),
         "seed": Param(
             0,

@@ -221,6 +221,16 @@ class KubeSim:
             self.kubeconfig = str(path)
         return str(path)
 
+    def admin_api_client(self):
+        """The official client's ``ApiClient`` as the cluster admin (``self.kubeconfig``): a test's own
+        set-up, or what a person or another controller does by hand while the code under test runs
+        as the worker service account."""
+        from kubernetes import config
+
+        if self.kubeconfig is None:
+            raise RuntimeError("write_kubeconfig() with the admin token first")
+        return config.new_client_from_config(config_file=self.kubeconfig)
+
     def add_token(self, token: str, user: User) -> str:
         """Accept ``token`` as a bearer token of ``user`` (RBAC then applies to it); returns the token."""
         self.tokens.add(token, user)

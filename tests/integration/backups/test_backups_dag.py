@@ -32,10 +32,9 @@ def test_nightly_run_backs_up_verifies_syncs_exports_and_reports(
     monkeypatch.setenv("MLOPS_ARTIFACTS_BUCKET", artifacts)
     monkeypatch.setenv("MLOPS_PUSHGATEWAY_URL", pushgateway)
     import kubernetes.client as k8s
-    from kubernetes import config
 
     # Set-up as the cluster admin; the DAG's export then runs as the worker (kube_conn).
-    k8s.CoreV1Api(config.new_client_from_config(config_file=kube.kubeconfig)).create_namespaced_config_map(
+    k8s.CoreV1Api(kube.admin_api_client()).create_namespaced_config_map(
         kube_conn, {"metadata": {"name": "serving-config"}, "data": {"MODEL": "churn"}}
     )
     from airflow.dag_processing.dagbag import DagBag

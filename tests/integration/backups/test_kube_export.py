@@ -93,9 +93,8 @@ SECRET = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
 
 def _admin(kube):
     """The test's own set-up client: the cluster admin (the code under test runs as the worker)."""
-    from kubernetes import config
 
-    return config.new_client_from_config(config_file=kube.kubeconfig)
+    return kube.admin_api_client()
 
 
 def _create_all(kube, ns: str) -> None:

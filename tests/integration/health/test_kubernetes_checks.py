@@ -121,10 +121,10 @@ def test_a_pod_pending_too_long_is_reported(kube, kube_conn, settings):
 
 
 def test_an_hpa_at_its_maximum_replicas_is_reported(kube, kube_conn, settings):
-    from kubernetes import client, config
+    from kubernetes import client
 
     ns = kube_conn
-    api = client.AutoscalingV2Api(config.new_client_from_config(config_file=kube.kubeconfig))
+    api = client.AutoscalingV2Api(kube.admin_api_client())
     for name, current in (("pinned", 5), ("roomy", 2)):
         kube.create(
             {
@@ -224,10 +224,10 @@ def test_an_api_error_fails_the_check_and_keeps_its_targets(kube, kube_conn, set
 # -- checks that could not work (issue 15, bug 7) ---------------------------------------------------------
 def test_a_fixed_size_hpa_at_its_only_size_is_healthy(kube, kube_conn, settings):
     """Before: an HPA with minReplicas == maxReplicas is always at its maximum: it failed for ever."""
-    from kubernetes import client, config
+    from kubernetes import client
 
     ns = kube_conn
-    api = client.AutoscalingV2Api(config.new_client_from_config(config_file=kube.kubeconfig))
+    api = client.AutoscalingV2Api(kube.admin_api_client())
     kube.create(
         {
             "apiVersion": "autoscaling/v2",
@@ -249,9 +249,9 @@ def test_a_fixed_size_hpa_at_its_only_size_is_healthy(kube, kube_conn, settings)
 
 def test_a_gpu_node_whose_device_plugin_died_is_counted_with_zero_gpus(gpu_pool, kube, kube_conn, settings):
     """Before: a Ready node with 0 allocatable GPUs was dropped from the count without a word."""
-    from kubernetes import client, config
+    from kubernetes import client
 
-    api = client.CoreV1Api(config.new_client_from_config(config_file=kube.kubeconfig))
+    api = client.CoreV1Api(kube.admin_api_client())
     sick = f"gpu-{gpu_pool}-0"
     # What the kubelet reports once the device plugin is gone: no allocatable GPUs left.
     api.patch_node_status(sick, {"status": {"allocatable": {"nvidia.com/gpu": "0"}}})

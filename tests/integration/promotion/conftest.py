@@ -56,16 +56,16 @@ class Serving:
     def admin_apps(self):
         """AppsV1Api as the cluster admin: what a person or another controller does by hand (the
         code under test runs as the worker, whose Role has no ``deployments/scale``)."""
-        from kubernetes import client, config
+        from kubernetes import client
 
-        return client.AppsV1Api(config.new_client_from_config(config_file=self.kube.kubeconfig))
+        return client.AppsV1Api(self.kube.admin_api_client())
 
     @property
     def admin_autoscaling(self):
         """AutoscalingV2Api as the cluster admin (the HPA controller's writes, in a test)."""
-        from kubernetes import client, config
+        from kubernetes import client
 
-        return client.AutoscalingV2Api(config.new_client_from_config(config_file=self.kube.kubeconfig))
+        return client.AutoscalingV2Api(self.kube.admin_api_client())
 
     def samples(self, version: str) -> gates.Samples:
         return gates.load_samples(self.s3_client, self.registry.get(MODEL, version)["artifact_uri"])

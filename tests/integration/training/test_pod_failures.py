@@ -263,9 +263,9 @@ def test_preemption_and_api_eviction_are_retried(kube, ns, how):
     if how == "preemption":
         kube.preempt_pod(ns, name)
     else:
-        from kubernetes import client, config
+        from kubernetes import client
 
-        core = client.CoreV1Api(config.new_client_from_config(config_file=kube.kubeconfig))
+        core = client.CoreV1Api(kube.admin_api_client())
         core.create_namespaced_pod_eviction(name, ns, {"metadata": {"name": name, "namespace": ns}})
     worker.join(30)
     retried(result[0])

@@ -136,14 +136,16 @@ def test_3_training_succeeds_and_registers_the_candidate(loop_trained, s3_client
 
 
 def test_4_the_asset_triggered_promotion_switches_traffic_to_the_new_version(
-    api, loop_promoted, kube, s3_client, loop_clock
+    api, standalone, loop_promoted, kube, s3_client, loop_clock
 ):
     import airflow_client.client as ac
 
     # loop_promoted waited until the active Service answered from the trained version and the
     # registry's pointer named it; the run that moved the pointer was scheduled by the asset event.
-    run = ac.DagRunApi(api).get_dag_run("mlops_promotion", loop_promoted.promotion_run)
-    assert (run.run_type, run.state) == ("asset_triggered", "success"), run
+    # (The pointer moves before the run's scale-down and clean-up: wait for the run to end.)
+    run_id = loop_promoted.promotion_run
+    assert wait_run(api, standalone, "mlops_promotion", run_id, 240) == "success"
+    assert ac.DagRunApi(api).get_dag_run("mlops_promotion", run_id).run_type == "asset_triggered"
     # Predictions go through the active Service to the version that serves now (the trained one,
     # unless a later test promoted another).
     serving = production(s3_client, LOOP_MODEL)["version"]

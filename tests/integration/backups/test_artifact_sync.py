@@ -256,3 +256,86 @@ def test_a_full_check_is_due_when_the_last_one_is_older_than_the_period(buckets,
 
     assert _sync(client, src, dst, full_check_days=7).full_check is True
     assert _sync(client, src, dst, full_check_days=7).full_check is False
+
+
+# -- issue 18: the comparison rules and the listing schedule, at their edges -------------------------
+def test_after_the_ledger_is_lost_identical_copies_are_kept_and_only_the_multipart_one_is_copied_again(
+    buckets, s3_client
+):
+    """Without the ledger, a single-part object is compared by its ETag (its MD5) and kept; a multipart
+    ETag is not a content hash of the object, so that artifact is copied again."""
+    src, dst = buckets
+    client = _client()
+    _sync(client, src, dst)
+    s3_client.delete_object(Bucket=dst, Key="_state/artifacts_sync.json")
+
+    report = _sync(client, src, dst)
+
+    assert report.full_check is True  # no ledger: the backup side is listed
+    assert (report.copied, report.skipped, report.failed) == (1, 20, 0), report.as_dict()
+
+
+def test_a_multipart_backup_copy_with_the_same_etag_is_not_trusted_without_the_ledger(buckets, s3_client):
+    import io
+
+    src, dst = buckets
+    big = "models/big/v1/weights.safetensors"
+    # The same bytes uploaded with the same part size: the same multipart ETag on both sides.
+    s3_client.upload_fileobj(
+        io.BytesIO(b"\x01" * (11 * MIB)),
+        dst,
+        f"artifacts/{big}",
+        Config=TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB),
+    )
+    assert (
+        s3_client.head_object(Bucket=src, Key=big)["ETag"]
+        == s3_client.head_object(Bucket=dst, Key=f"artifacts/{big}")["ETag"]
+    )
+
+    report = _sync(_client(), src, dst)
+
+    assert report.copied == 21  # the 20 models and the multipart artifact, despite its equal ETag
+    assert report.as_dict() == {
+        "copied": 21,
+        "skipped": 0,
+        "deleted": 0,
+        "retired": 1,  # the copy it replaced is kept for the grace period, as for any overwrite
+        "expired": 0,
+        "failed": 0,
+        "bytes_copied": report.bytes_copied,
+        "source_objects": 21,
+        "backup_objects": 1,
+        "dry_run": False,
+        "full_check": True,
+        "seconds": report.seconds,
+        "errors": [],
+    }
+    assert report.bytes_copied >= 11 * MIB
+
+
+def test_retired_copies_are_listed_only_once_one_is_past_its_grace_period(buckets, s3_client):
+    """Between full checks the ledger says when a retired copy falls due; until then the sync does
+    not list the retired prefix (an S3 LIST per sync per day saved)."""
+    from datetime import date, timedelta
+
+    src, dst = buckets
+    client = _client()
+    _sync(client, src, dst)
+    s3_client.delete_object(Bucket=src, Key="models/m3/v3/model.bin")
+    _sync(client, src, dst, delete=True, max_delete_fraction=0.1, grace_days=30)
+    (key,) = _retired(s3_client, dst)
+    retired_on = date.fromisoformat(key.split("/")[1])
+
+    def retired_listings(day: date) -> int:
+        log = OperationLog(client)
+        report = _sync(client, src, dst, grace_days=30, today=day)
+        assert report.full_check is False
+        return sum(
+            1
+            for name, bucket, _ in log.calls
+            if bucket == dst and name in ("ListObjectsV2", "ListObjectVersions")
+        )
+
+    at_grace = retired_listings(retired_on + timedelta(days=30))
+    past_grace = retired_listings(retired_on + timedelta(days=31))
+    assert at_grace == 0 and past_grace >= 1, (at_grace, past_grace)

@@ -11,34 +11,17 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from collections.abc import Callable
 
 import pytest
 
 from tests.e2e.conftest import SERVING_NAMESPACE, wait_for_dag
+from tests.e2e.flows import trigger, wait
 from tests.unit.serving.digits_artifacts import register_version
 
 pytestmark = pytest.mark.e2e
 MODEL = "digits-gate"
 BUCKET = "mlops-artifacts"
 PROMOTION, ROLLBACK = "mlops_promotion", "mlops_rollback"
-
-
-def _wait(what: str, probe: Callable[[], object], timeout: float, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def _trigger(api, dag_id: str, conf: dict) -> str:
-    import airflow_client.client as ac
-
-    body = ac.TriggerDAGRunPostBody(logical_date=None, conf=conf)
-    return ac.DagRunApi(api).trigger_dag_run(dag_id, body).dag_run_id
 
 
 def _finished(api, standalone, dag_id: str, run_id: str, timeout: float = 240) -> str:
@@ -49,7 +32,7 @@ def _finished(api, standalone, dag_id: str, run_id: str, timeout: float = 240) -
         return state if state in ("success", "failed") else None
 
     try:
-        state = _wait(f"{dag_id} run {run_id}", done, timeout, 0.5)
+        state = wait(f"{dag_id} run {run_id}", done, timeout, 0.5)
     except AssertionError:
         raise AssertionError(f"{dag_id} {run_id} did not finish:\n{standalone.log_tail()}") from None
     if state == "failed":  # the scheduler's and the tasks' own words, for a failure read from CI output
@@ -118,7 +101,7 @@ def _wait_for_request(api, run_id: str, parked: bool, timeout: float = 240) -> N
                 return None
             raise
 
-    _wait("the approval request", asked, timeout, 0.05)
+    wait("the approval request", asked, timeout, 0.05)
 
 
 def _promote(api, version: str, auto_promote: bool, scale_down_delay: int = 0) -> str:
@@ -129,7 +112,7 @@ def _promote(api, version: str, auto_promote: bool, scale_down_delay: int = 0) -
         "analysis_duration_seconds": 1,
         "scale_down_delay_seconds": scale_down_delay,
     }
-    return _trigger(api, PROMOTION, conf)
+    return trigger(api, PROMOTION, conf)
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +189,7 @@ def test_an_emergency_rollback_does_not_wait_for_a_promotion_waiting_for_approva
     assert _lease_holder(kube) == f"{PROMOTION}/{promotion}"
 
     started = time.monotonic()
-    rollback = _trigger(api, ROLLBACK, {"model": MODEL, "reason": "e2e: emergency"})
+    rollback = trigger(api, ROLLBACK, {"model": MODEL, "reason": "e2e: emergency"})
     assert _finished(api, standalone, ROLLBACK, rollback, timeout=300) == "success", _task_states(
         api, ROLLBACK, rollback
     )

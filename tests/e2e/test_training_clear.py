@@ -7,32 +7,17 @@ Clearing a running task must also stop it: its pod is deleted, and the task runs
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import pytest
 
 from tests.e2e.conftest import E2E_NAMESPACE, wait_for_dag
+from tests.e2e.flows import trigger, wait
 
 pytestmark = pytest.mark.e2e
 DAG_ID = "mlops_training"
 
 
-def _wait(what: str, probe: Callable[[], object], timeout: float, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def _trigger(api, conf: dict) -> str:
-    import airflow_client.client as ac
-
-    body = ac.TriggerDAGRunPostBody(logical_date=None, conf=conf)
-    return ac.DagRunApi(api).trigger_dag_run(DAG_ID, body).dag_run_id
+    return trigger(api, DAG_ID, conf)
 
 
 def _ti(api, run_id: str, task_id: str = "train_model"):
@@ -64,7 +49,7 @@ def test_clearing_a_running_training_task_deletes_its_pod_and_runs_it_again(api,
         api,
         {"model_name": "digits-clear", "compute_profile": "cpu", "epochs": 1000, "batch_size": 8},
     )
-    first = _wait("the first pod to run", lambda: _running_pod(kube, run_id), 120)
+    first = wait("the first pod to run", lambda: _running_pod(kube, run_id), 120)
     assert _ti(api, run_id).try_number == 1
 
     ac.TaskInstanceApi(api).post_clear_task_instances(
@@ -78,13 +63,13 @@ def test_clearing_a_running_training_task_deletes_its_pod_and_runs_it_again(api,
     )  # raised ApiException(500) before the fix
 
     first_name = first["metadata"]["name"]
-    _wait(
+    wait(
         "the cleared task's pod to be deleted",
         lambda: all(p["metadata"]["name"] != first_name for p in kube.list("Pod", E2E_NAMESPACE)),
         90,
     )
     assert kube.requests_matching("DELETE", rf"/namespaces/{E2E_NAMESPACE}/pods/{first_name}$")
-    second = _wait(
+    second = wait(
         "the task to run again in a new pod",
         lambda: (p := _running_pod(kube, run_id)) and p["metadata"]["name"] != first_name and p,
         120,
@@ -94,7 +79,7 @@ def test_clearing_a_running_training_task_deletes_its_pod_and_runs_it_again(api,
 
     # Stop the second try: marking the run failed kills the task, which deletes its pod.
     ac.DagRunApi(api).patch_dag_run(DAG_ID, run_id, ac.DAGRunPatchBody(state="failed"))
-    _wait("the second pod to be deleted", lambda: not _run_pods(kube, run_id), 90)
+    wait("the second pod to be deleted", lambda: not _run_pods(kube, run_id), 90)
 
 
 def test_clearing_a_finished_training_run_runs_it_again(api, kube, standalone):
@@ -103,12 +88,12 @@ def test_clearing_a_finished_training_run_runs_it_again(api, kube, standalone):
     wait_for_dag(api, DAG_ID)
     run_id = _trigger(api, {"model_name": "digits-rerun", "compute_profile": "cpu", "epochs": 1})
     runs = ac.DagRunApi(api)
-    _wait("the run to succeed", lambda: runs.get_dag_run(DAG_ID, run_id).state == "success", 240, 1)
+    wait("the run to succeed", lambda: runs.get_dag_run(DAG_ID, run_id).state == "success", 240, 1)
 
     runs.clear_dag_run(DAG_ID, run_id, ac.DAGRunClearBody(dry_run=False))  # 500 before the fix
 
-    _wait("the run to be queued again", lambda: runs.get_dag_run(DAG_ID, run_id).state != "success", 30)
-    _wait("the re-run to succeed", lambda: runs.get_dag_run(DAG_ID, run_id).state == "success", 240, 1)
+    wait("the run to be queued again", lambda: runs.get_dag_run(DAG_ID, run_id).state != "success", 30)
+    wait("the re-run to succeed", lambda: runs.get_dag_run(DAG_ID, run_id).state == "success", 240, 1)
     assert _ti(api, run_id).try_number == 2
     assert _ti(api, run_id, "register_candidate").try_number == 2
     assert not _run_pods(kube, run_id)  # no pod outlives its task

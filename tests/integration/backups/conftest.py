@@ -1,6 +1,10 @@
-"""Fixtures of the backup tests: the dump tools, a bucket behind the AWS connection, a seeded database."""
+"""Fixtures of the backup tests: the dump tools, a bucket behind the AWS connection, a seeded database,
+versioned and Object Lock buckets, and the retention module's log."""
 
 from __future__ import annotations
+
+import logging
+import uuid
 
 import pytest
 
@@ -80,3 +84,41 @@ def scratch(pg_scratch_cluster):
 
     c = pg_scratch_cluster
     return PgTarget(host=c.host, port=c.port, user=c.user, dbname="postgres")
+
+
+@pytest.fixture
+def retention_log():
+    """Messages logged by the retention module (own handler: Airflow reconfigures the root logger)."""
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger = logging.getLogger("mlops.backups.retention")
+    handler, level = Collect(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield messages
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+@pytest.fixture
+def versioned_bucket(s3_conn, s3_client) -> str:
+    name = f"ver-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=name)
+    s3_client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    return name
+
+
+@pytest.fixture
+def locked_bucket(s3_conn, s3_client) -> str:
+    name = f"lock-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+    s3_client.put_object_lock_configuration(
+        Bucket=name,
+        ObjectLockConfiguration={"ObjectLockEnabled": "Enabled",
+                                 "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 30}}},
+    )  # fmt: skip
+    return name

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -37,26 +36,6 @@ def _retain(s3, bucket: str, dry_run: bool, **kw) -> dict:
         s3, bucket, layout.postgres_prefix(DB), RetentionPolicy(3, 0, 0), newest_verified=DAYS[0],
         require_verified=True, dry_run=dry_run, protection=bucket_protection(s3, bucket), **kw,
     )  # fmt: skip
-
-
-@pytest.fixture
-def versioned_bucket(s3_conn, s3_client) -> str:
-    name = f"ver-{uuid.uuid4().hex[:12]}"
-    s3_client.create_bucket(Bucket=name)
-    s3_client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-    return name
-
-
-@pytest.fixture
-def locked_bucket(s3_conn, s3_client) -> str:
-    name = f"lock-{uuid.uuid4().hex[:12]}"
-    s3_client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
-    s3_client.put_object_lock_configuration(
-        Bucket=name,
-        ObjectLockConfiguration={"ObjectLockEnabled": "Enabled",
-                                 "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 30}}},
-    )  # fmt: skip
-    return name
 
 
 def test_retention_on_a_versioned_bucket_removes_the_versions_it_expires(versioned_bucket):

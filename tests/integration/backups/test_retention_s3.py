@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
 from datetime import date, timedelta
-
-import pytest
 
 from mlops.backups import layout
 from mlops.backups.retention import RetentionPolicy, apply_retention
@@ -22,24 +19,6 @@ EXPECTED_KEPT = {
     date(2026, 1, 31),  # monthly
     date(2026, 2, 20),  # newest verified
 }  # fmt: skip
-
-
-@pytest.fixture
-def retention_log():
-    """Messages logged by the retention module (own handler: Airflow reconfigures the root logger)."""
-    messages: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            messages.append(record.getMessage())
-
-    logger = logging.getLogger("mlops.backups.retention")
-    handler, level = Collect(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield messages
-    logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 def backup_id(day: date) -> str:

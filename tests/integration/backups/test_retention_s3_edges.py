@@ -4,10 +4,8 @@ backups, per-database isolation and the age of an orphan."""
 
 from __future__ import annotations
 
-import logging
 import re
 import time
-import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -25,44 +23,6 @@ from mlops.backups.s3 import bucket_protection
 DB = "platform"
 PREFIX = layout.postgres_prefix(DB)
 MAR1, FEB28, FEB27, FEB26 = date(2026, 3, 1), date(2026, 2, 28), date(2026, 2, 27), date(2026, 2, 26)
-
-
-@pytest.fixture
-def retention_log():
-    """Messages logged by the retention module (own handler: Airflow reconfigures the root logger)."""
-    messages: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            messages.append(record.getMessage())
-
-    logger = logging.getLogger("mlops.backups.retention")
-    handler, level = Collect(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield messages
-    logger.removeHandler(handler)
-    logger.setLevel(level)
-
-
-@pytest.fixture
-def versioned_bucket(s3_client) -> str:
-    name = f"ver-{uuid.uuid4().hex[:12]}"
-    s3_client.create_bucket(Bucket=name)
-    s3_client.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-    return name
-
-
-@pytest.fixture
-def locked_bucket(s3_client) -> str:
-    name = f"lock-{uuid.uuid4().hex[:12]}"
-    s3_client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
-    s3_client.put_object_lock_configuration(
-        Bucket=name,
-        ObjectLockConfiguration={"ObjectLockEnabled": "Enabled",
-                                 "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 30}}},
-    )  # fmt: skip
-    return name
 
 
 def bid(day: date, n: int = 0) -> str:
